@@ -1,0 +1,3 @@
+-- 0003 down: the functions only; partitions they made stay (they hold data).
+DROP FUNCTION list_partitions(boolean);
+DROP FUNCTION ensure_partition(text, text);

@@ -1,0 +1,1 @@
+"""sr-platform: PostgreSQL storage, loading and Dagster orchestration for S/R events."""

@@ -1,0 +1,1 @@
+"""Core library: database access, migrations, partitions. Knows nothing of Dagster or the CLI."""

