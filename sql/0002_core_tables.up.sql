@@ -120,7 +120,15 @@ BEGIN
         FOREACH g IN ARRAY ARRAY['W', 'D', 'H4', 'H1'] LOOP
             EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES IN (%L) '
                            'PARTITION BY LIST (instrument)', t || '_' || lower(g), t, g);
+            -- NULL guards: PostgreSQL routes a row before it checks NOT NULL, so a NULL key
+            -- would fail as "no partition found" (23514). These partitions accept only NULL
+            -- keys, which their NOT NULL then rejects with the right error (23502). They can
+            -- never hold a row. '__null' cannot collide: instruments never start with '_'.
+            EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES IN (NULL)',
+                           t || '_' || lower(g) || '__null', t || '_' || lower(g));
         END LOOP;
+        EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES IN (NULL)',
+                       t || '__null', t);
         EXECUTE format('CREATE TRIGGER trg_%s_updated_at BEFORE UPDATE ON %I '
                        'FOR EACH ROW EXECUTE FUNCTION set_updated_at()', t, t);
     END LOOP;

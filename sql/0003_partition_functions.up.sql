@@ -76,6 +76,7 @@ BEGIN
         JOIN pg_class mid ON mid.oid = i1.inhrelid
         JOIN pg_inherits i2 ON i2.inhparent = mid.oid
         JOIN pg_class leaf ON leaf.oid = i2.inhrelid
+        WHERE pg_get_expr(leaf.relpartbound, leaf.oid) <> 'FOR VALUES IN (NULL)'  -- guards
         ORDER BY 1, 4, 5
     LOOP
         table_name := r.root_name;

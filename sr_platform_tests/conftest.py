@@ -1,0 +1,111 @@
+"""Fixtures: a real PostgreSQL (the project's own cluster, or SR_PLATFORM_DATABASE_URL's
+server), throwaway databases on it, and a second throwaway PostgreSQL 15 cluster where the
+machine has those binaries."""
+
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from sr_platform.core import db, migrate, settings
+from sr_platform.core.localpg import LocalCluster
+
+PG15_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    """Admin URL of the default server under test (its `postgres` database)."""
+    external = settings.external_database_url()
+    if external:
+        return db.with_database(external, "postgres")
+    cluster = db.local_cluster()
+    cluster.start()
+    return cluster.url("postgres")
+
+
+@pytest.fixture(scope="session")
+def pg15_server_url(tmp_path_factory) -> Iterator[str]:
+    if not (PG15_BIN / "postgres").exists():
+        pytest.skip(f"PostgreSQL 15 server binaries not at {PG15_BIN} (apt-get install "
+                    "postgresql-15); the PG15 leg of the schema tests is skipped")
+    cluster = LocalCluster(tmp_path_factory.mktemp("pg15"), PG15_BIN)
+    cluster.start()
+    yield cluster.url("postgres")
+    cluster.stop()
+
+
+@pytest.fixture(params=["default", "pg15"])
+def any_server_url(request) -> str:
+    """The default server, then PostgreSQL 15: schema and migration tests run on both."""
+    return request.getfixturevalue("server_url" if request.param == "default"
+                                   else "pg15_server_url")
+
+
+@pytest.fixture
+def make_db() -> Iterator[Callable[..., str]]:
+    """make_db(server_url, migrated=True) -> URL of a new database, dropped after the test."""
+    created: list[tuple[str, str]] = []
+
+    def _make(server: str, migrated: bool = True) -> str:
+        name = f"srtest_{uuid.uuid4().hex[:12]}"
+        db.ensure_database(server, name)
+        created.append((server, name))
+        url = db.with_database(server, name)
+        if migrated:
+            migrate.upgrade(url)
+        return url
+
+    yield _make
+    for server, name in created:
+        db.drop_database(server, name)
+
+
+@pytest.fixture(scope="session")
+def app_url(server_url) -> Iterator[str]:
+    """One migrated database shared by a session's data tests (cleaned by `clean_db`)."""
+    name = f"srtest_session_{uuid.uuid4().hex[:8]}"
+    db.ensure_database(server_url, name)
+    url = db.with_database(server_url, name)
+    migrate.upgrade(url)
+    yield url
+    db.drop_database(server_url, name)
+
+
+@pytest.fixture
+def clean_db(app_url) -> str:
+    with psycopg.connect(db.libpq_url(app_url), autocommit=True) as conn:
+        conn.execute("TRUNCATE new_resistance_events, support_and_resistance_master, "
+                     "event_features, rejected_events")
+    return app_url
+
+
+def event_row(**overrides) -> dict:
+    """A valid event row; override any column."""
+    row = {
+        "event_creation_date": datetime(2026, 3, 4, 13, 0, tzinfo=UTC),
+        "granularity": "H1",
+        "instrument": "EUR_USD",
+        "event_price_level": Decimal("1.084210"),
+        "atr_at_event": Decimal("0.001500"),
+        "volume_at_event": Decimal("1234.50"),
+        "new_resistance_negative_rebound": Decimal("-0.000750"),
+        "new_resistance_negative_rebound_in_atr": Decimal("-0.500000"),
+        "day_of_week": 2,
+        "hour_of_day": 13,
+    }
+    row.update(overrides)
+    return row
+
+
+def insert_event(conn: psycopg.Connection, **overrides):
+    row = event_row(**overrides)
+    cols = ", ".join(row)
+    marks = ", ".join(["%s"] * len(row))
+    return conn.execute(
+        f"INSERT INTO new_resistance_events ({cols}) VALUES ({marks}) "
+        "RETURNING original_event_id, tableoid::regclass::text", list(row.values())).fetchone()
