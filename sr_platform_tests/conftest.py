@@ -2,6 +2,13 @@
 server), throwaway databases on it, and a second throwaway PostgreSQL 15 cluster where the
 machine has those binaries."""
 
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -12,7 +19,7 @@ import psycopg
 import pytest
 
 from sr_platform.core import db, migrate, settings
-from sr_platform.core.localpg import LocalCluster
+from sr_platform.core.localpg import LocalCluster, free_port
 
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -109,3 +116,44 @@ def insert_event(conn: psycopg.Connection, **overrides):
     return conn.execute(
         f"INSERT INTO new_resistance_events ({cols}) VALUES ({marks}) "
         "RETURNING original_event_id, tableoid::regclass::text", list(row.values())).fetchone()
+
+
+def graphql(port: int, query: str) -> dict:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.fixture
+def webserver(server_url, make_db, tmp_path):
+    """`dagster-webserver` on a free loopback port, with PostgreSQL instance storage."""
+    app = make_db(server_url)
+    storage = make_db(server_url, migrated=False)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(settings.PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = dict(os.environ, DAGSTER_HOME=str(home), SR_PLATFORM_DATABASE_URL=app,
+               SR_PLATFORM_DAGSTER_STORAGE_URL=db.sqlalchemy_url(storage, "psycopg2"))
+    port = free_port()
+    proc = subprocess.Popen(
+        ["dagster-webserver", "-h", "127.0.0.1", "-p", str(port),
+         "-w", str(settings.PROJECT_ROOT / "workspace.yaml")],
+        env=env, cwd=tmp_path, start_new_session=True,
+        stdout=open(tmp_path / "webserver.log", "w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            graphql(port, "{ version }")
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((tmp_path / "webserver.log").read_text()[-3000:]) from None
+            time.sleep(0.5)
+    yield port, env, tmp_path
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)

@@ -7,7 +7,7 @@ from psycopg import errors
 
 from sr_platform.core import db
 
-from .conftest import event_row, insert_event
+from .conftest import insert_event
 
 TS = "timestamp with time zone"
 VC = "character varying"

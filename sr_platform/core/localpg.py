@@ -78,7 +78,8 @@ class LocalCluster:
     def _bin(self, name: str) -> str:
         path = self.bin_dir / name
         if not path.exists():
-            raise LocalClusterError(f"{path} not found: set SR_PLATFORM_PG_BIN to PostgreSQL's bin/")
+            raise LocalClusterError(
+                f"{path} not found: set SR_PLATFORM_PG_BIN to PostgreSQL's bin/")
         return str(path)
 
     def _run(self, args: list[str], check: bool = True) -> subprocess.CompletedProcess:
@@ -140,7 +141,8 @@ class LocalCluster:
 
     def url(self, database: str = "postgres") -> str:
         if self.port is None:
-            raise LocalClusterError(f"no local cluster at {self.data_dir}: run `sr-platform db start`")
+            raise LocalClusterError(
+                f"no local cluster at {self.data_dir}: run `sr-platform db start`")
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def status(self) -> Status:
