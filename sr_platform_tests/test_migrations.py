@@ -25,8 +25,8 @@ def schema_dump(url: str) -> str:
 
 def test_history_is_linear_and_every_revision_has_sql(tmp_path):
     revs = migrate.history()
-    assert [r[0] for r in revs] == ["0001", "0002", "0003"]
-    assert [r[1] for r in revs] == [None, "0001", "0002"]
+    assert [r[0] for r in revs] == ["0001", "0002", "0003", "0004"]
+    assert [r[1] for r in revs] == [None, "0001", "0002", "0003"]
     for rev, _, _ in revs:
         for step in ("up", "down"):
             assert len(list(settings.sql_dir().glob(f"{rev}_*.{step}.sql"))) == 1
@@ -60,12 +60,14 @@ def test_round_trip_leaves_an_identical_catalog(any_server_url, make_db):
 
 
 def test_downgrading_the_newest_revision_keeps_data(server_url, make_db):
-    """Runbook: the newest revision (0003) only removes functions; rows and partitions stay,
-    and upgrading again restores them."""
+    """Runbook: downgrading 0004 drops only the load history, 0003 only functions; events,
+    levels and partitions stay, and upgrading again restores the rest."""
     url = make_db(server_url)
     with psycopg.connect(db.libpq_url(url), autocommit=True) as conn:
         conn.execute("SELECT ensure_partition('EUR_USD', 'H1')")
         insert_event(conn)
+    migrate.downgrade(url, "-1")
+    assert migrate.current(url) == "0003"
     migrate.downgrade(url, "-1")
     assert migrate.current(url) == "0002"
     with psycopg.connect(db.libpq_url(url), autocommit=True) as conn:
@@ -85,7 +87,7 @@ def test_dropping_tables_with_data_needs_explicit_consent(server_url, make_db):
     with pytest.raises(errors.ObjectInUse) as exc:
         migrate.downgrade(url, "0001")
     assert "refusing to drop tables that hold data" in str(exc.value)
-    assert migrate.current(url) == "0003"  # one transaction: nothing was undone
+    assert migrate.current(url) == "0004"  # one transaction: nothing was undone
     migrate.downgrade(url, "0001", allow_data_loss=True)
     assert migrate.current(url) == "0001"
 

@@ -97,6 +97,22 @@ rejected = Table(
     *_audit(),
 )
 
+load_log = Table(
+    "load_log", metadata,
+    Column("id", BigInteger, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("source_sha256", Text, nullable=False),
+    Column("instrument", String(10), nullable=True),
+    Column("granularity", String(2), nullable=True),
+    Column("rows_read", Integer, nullable=False),
+    Column("rows_loaded", Integer, nullable=False),
+    Column("rows_duplicate", Integer, nullable=False),
+    Column("rows_rejected", Integer, nullable=False),
+    Column("started_at", TSTZ, nullable=False),
+    Column("finished_at", TSTZ, nullable=False),
+    *_audit(),
+)
+
 GRANULARITIES = ("W", "D", "H4", "H1")
 INSTRUMENT_PATTERN = r"^[A-Z0-9][A-Z0-9_]{0,9}$"
 
