@@ -1,7 +1,8 @@
 -- 0003 partition management. Runtime partition DDL goes through these functions only.
 
 -- ensure_partition(instrument, granularity): creates the missing leaf partitions of that pair
--- in every partitioned table and returns how many it made (0 when all exist). The instrument
+-- in every partitioned table and returns how many it made (0 when all exist). The levels leaf
+-- gets its foreign key into the events leaf of the same pair (see 0002). The instrument
 -- is validated and every identifier quoted with format(%I / %L); concurrent callers serialise
 -- on an advisory lock, so two loaders racing for a new instrument both succeed.
 -- SECURITY DEFINER: sr_writer may call it without owning the tables.
@@ -30,7 +31,7 @@ BEGIN
 
     PERFORM pg_advisory_xact_lock(hashtext('sr_platform.ensure_partition'));
 
-    -- events before levels: the levels' leaf clones a foreign key into the events' tree
+    -- events before levels: the levels leaf references the events leaf
     FOREACH t IN ARRAY ARRAY['new_resistance_events', 'support_and_resistance_master',
                              'event_features'] LOOP
         parent := t || '_' || lower(p_granularity);
@@ -38,6 +39,16 @@ BEGIN
         IF to_regclass(format('public.%I', leaf)) IS NULL THEN
             EXECUTE format('CREATE TABLE public.%I PARTITION OF public.%I FOR VALUES IN (%L)',
                            leaf, parent, p_instrument);
+            IF t = 'support_and_resistance_master' THEN
+                EXECUTE format(
+                    'ALTER TABLE public.%I ADD CONSTRAINT %I FOREIGN KEY '
+                    '(instrument, granularity, event_creation_date, original_event_id) '
+                    'REFERENCES public.%I (instrument, granularity, event_creation_date, '
+                    'original_event_id) ON DELETE CASCADE',
+                    leaf, leaf || '_event_fkey',
+                    'new_resistance_events_' || lower(p_granularity) || '_'
+                        || lower(p_instrument));
+            END IF;
             -- statistics from the start: unanalysed leaves get seq-scan plans for FK checks
             EXECUTE format('ANALYZE public.%I', leaf);
             created := created + 1;

@@ -4,10 +4,12 @@ import argparse
 import os
 import subprocess
 import sys
+from collections import Counter
+from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from .core import db, migrate, settings
+from .core import db, loader, migrate, settings
 from .core.catalog import schema_summary
 
 
@@ -82,6 +84,70 @@ def _db_history(args) -> int:
     return 0
 
 
+EXIT_OK, EXIT_ERROR, EXIT_REJECTED, EXIT_NOT_EVENT_FILE = 0, 1, 2, 3
+
+
+def _progress_factory(enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    def factory(path: Path, _total: int):
+        if path.stat().st_size < 5_000_000:  # small files finish before a bar helps
+            return None
+        bar = tqdm(desc=path.name, unit=" rows", unit_scale=True, leave=False)
+        return bar.update
+
+    return factory
+
+
+def print_load_summary(results: list[loader.LoadResult], out=sys.stdout) -> None:
+    w = max([len(r.path.name) for r in results] + [5])
+    print(f"{'file':<{w}} {'read':>10} {'loaded':>10} {'duplicate':>10} {'rejected':>9} "
+          f"{'rows/s':>10}", file=out)
+    for r in results:
+        if r.error:
+            print(f"{r.path.name:<{w}} {'not loaded: ' + r.error}", file=out)
+            continue
+        print(f"{r.path.name:<{w}} {r.rows_read:>10,} {r.loaded:>10,} {r.duplicates:>10,} "
+              f"{r.rejected:>9,} {r.rows_per_second:>10,.0f}", file=out)
+    ok = [r for r in results if not r.error]
+    secs = sum(r.seconds for r in ok)
+    read = sum(r.rows_read for r in ok)
+    print(f"{'total':<{w}} {read:>10,} {sum(r.loaded for r in ok):>10,} "
+          f"{sum(r.duplicates for r in ok):>10,} {sum(r.rejected for r in ok):>9,} "
+          f"{(read / secs if secs else 0):>10,.0f}   ({len(results)} files, {secs:.1f} s)",
+          file=out)
+    reasons = sum((r.reasons for r in ok), Counter())
+    if reasons:
+        print("top reasons for rejected rows (all in table rejected_events):", file=out)
+        for rule, count in reasons.most_common(8):
+            print(f"  {count:>8,}  {rule}", file=out)
+
+
+def _load(args) -> int:
+    results = loader.load_paths(args.paths, assume_tz=args.assume_tz,
+                                progress_factory=_progress_factory(sys.stderr.isatty()))
+    if not results:
+        print("sr-platform: error: no event files found", file=sys.stderr)
+        return EXIT_ERROR
+    print_load_summary(results)
+    if any(r.error for r in results):
+        return EXIT_NOT_EVENT_FILE
+    if any(r.rejected for r in results):
+        return EXIT_REJECTED
+    return EXIT_OK
+
+
+def _generate(args) -> int:
+    from .core.generate import write_event_files
+
+    paths = write_event_files(Path(args.out), years=args.years, instruments=args.instruments,
+                              seed=args.seed, event_rate=args.event_rate, fmt=args.format)
+    print(f"wrote {len(paths)} files to {args.out}")
+    return EXIT_OK
+
+
 def dev_environment() -> dict[str, str]:
     """Environment for Dagster processes: DAGSTER_HOME and both database URLs."""
     url = db.database_url()
@@ -130,6 +196,25 @@ def build_parser() -> argparse.ArgumentParser:
     down.set_defaults(fn=_db_downgrade)
     dbs.add_parser("current", help="the database's revision").set_defaults(fn=_db_current)
     dbs.add_parser("history", help="all revisions, oldest first").set_defaults(fn=_db_history)
+
+    ld = sub.add_parser("load", help="load event files (CSV/Parquet) or folders of them",
+                        description="Exit codes: 0 all rows loaded or already present; "
+                        "1 error (nothing or only part done, see message); 2 some rows were "
+                        "rejected (see rejected_events); 3 some files are not event files.")
+    ld.add_argument("paths", nargs="+", type=Path)
+    ld.add_argument("--assume-tz", default=None, metavar="TZ",
+                    help="zone of timestamps written without an offset (default: refuse them)")
+    ld.set_defaults(fn=_load)
+
+    gen = sub.add_parser("generate", help="write synthetic event files")
+    gen.add_argument("--years", type=float, default=1.0)
+    gen.add_argument("--instruments", type=int, default=28)
+    gen.add_argument("--out", required=True)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--event-rate", type=float, default=0.2,
+                     help="share of bars that become events")
+    gen.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    gen.set_defaults(fn=_generate)
 
     dev = sub.add_parser("dev", help="start everything and serve the Dagster UI")
     dev.add_argument("--host", default="127.0.0.1")

@@ -75,10 +75,10 @@ def test_constraints_and_indexes_match_the_seed(any_server_url, make_db):
         indexes = dict(conn.execute(
             """SELECT indexname, indexdef FROM pg_indexes
                WHERE tablename = 'new_resistance_events'""").fetchall())
+        conn.execute("SELECT ensure_partition('EUR_USD', 'H1')")
         fk = conn.execute(
-            """SELECT pg_get_constraintdef(oid) FROM pg_constraint
-               WHERE contype = 'f' AND conrelid = 'support_and_resistance_master'::regclass
-               AND conparentid = 0""").fetchall()
+            """SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)
+               FROM pg_constraint WHERE contype = 'f'""").fetchall()
     assert sorted(checks) == [
         "new_resistance_events.new_resistance_events_atr_at_event_check",
         "new_resistance_events.new_resistance_events_day_of_week_check",
@@ -97,10 +97,13 @@ def test_constraints_and_indexes_match_the_seed(any_server_url, make_db):
         "idx_events_creation_date": "btree (event_creation_date DESC)",
         "idx_events_price_level": "btree (event_price_level)",
     }
+    # the FK is per leaf: levels of a pair reference the events leaf of that pair
     assert fk == [(
+        "support_and_resistance_master_h1_eur_usd",
+        "support_and_resistance_master_h1_eur_usd_event_fkey",
         "FOREIGN KEY (instrument, granularity, event_creation_date, original_event_id) "
-        "REFERENCES new_resistance_events(instrument, granularity, event_creation_date, "
-        "original_event_id) ON DELETE CASCADE",)]
+        "REFERENCES new_resistance_events_h1_eur_usd(instrument, granularity, "
+        "event_creation_date, original_event_id) ON DELETE CASCADE")]
 
 
 @pytest.fixture
