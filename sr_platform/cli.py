@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from .core import db, loader, migrate, settings
+from .core import db, landing, loader, migrate, settings
 from .core.catalog import schema_summary
 
 
@@ -155,6 +155,7 @@ def dev_environment() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("DAGSTER_HOME", str(settings.PROJECT_ROOT))
     env[settings.DATABASE_URL_ENV] = url
+    env["SR_PLATFORM_LANDING_DIR"] = str(landing.landing_dir())
     env["SR_PLATFORM_DAGSTER_STORAGE_URL"] = db.sqlalchemy_url(
         db.with_database(url, settings.DAGSTER_DATABASE), "psycopg2")
     return env
@@ -163,7 +164,17 @@ def dev_environment() -> dict[str, str]:
 def _dev(args) -> int:
     """Start PostgreSQL, migrate, materialize the schema asset, then run `dagster dev`."""
     env = dev_environment()
-    migrate.upgrade(env[settings.DATABASE_URL_ENV])
+    url = env[settings.DATABASE_URL_ENV]
+    migrate.upgrade(url)
+    sample = landing.landing_dir()
+    if not landing.event_files(sample):
+        from .core.generate import write_event_files
+
+        write_event_files(sample, years=1, instruments=28, seed=0)
+        print(f"generated a sample year of events for 28 instruments in {sample}")
+    # straight into PostgreSQL so the data is there when the UI opens; the landing sensor then
+    # materializes every partition in Dagster (finding the rows present) within minutes
+    print_load_summary(loader.load_paths([sample], url))
     workspace = str(settings.PROJECT_ROOT / "workspace.yaml")
     subprocess.run(["dagster", "asset", "materialize", "-m", "sr_platform.definitions",
                     "--select", "database_schema"], env=env, check=True)

@@ -2,12 +2,28 @@
 
 import dagster as dg
 
+from .events.assets import (
+    event_features,
+    freshness_checks,
+    landing_files,
+    new_resistance_events,
+    support_and_resistance_master,
+)
+from .events.jobs import load_events_job
+from .events.resources import LandingZone
+from .events.sensors import landing_zone_sensor
 from .resources import PostgresResource
 from .schema.assets import database_schema
 
 defs = dg.Definitions(
-    assets=[database_schema],
+    assets=[database_schema, landing_files, new_resistance_events,
+            support_and_resistance_master, event_features],
+    asset_checks=[*freshness_checks],
+    jobs=[load_events_job],
+    sensors=[landing_zone_sensor,
+             dg.build_sensor_for_freshness_checks(freshness_checks=freshness_checks)],
     resources={
         "postgres": PostgresResource(database_url=dg.EnvVar("SR_PLATFORM_DATABASE_URL")),
+        "landing_zone": LandingZone(path=dg.EnvVar("SR_PLATFORM_LANDING_DIR")),
     },
 )

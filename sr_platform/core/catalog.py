@@ -28,3 +28,17 @@ def schema_summary(url: str) -> SchemaSummary:
         if conn.execute("SELECT to_regproc('public.list_partitions')").fetchone()[0]:
             parts = conn.execute("SELECT * FROM list_partitions()").fetchall()
     return SchemaSummary(current(url), version, tables, len(parts), parts)
+
+
+def catch_all_rows(conn) -> tuple[int, int]:
+    """(default partitions, rows in the NULL-guard partitions); (0, 0) when healthy."""
+    from psycopg import sql
+
+    defaults = conn.execute(
+        "SELECT count(*) FROM pg_partitioned_table WHERE partdefid <> 0").fetchone()[0]
+    guards = [r[0] for r in conn.execute(
+        r"""SELECT relname::text FROM pg_class WHERE relispartition AND relname LIKE '%\_\_null'
+            AND relnamespace = 'public'::regnamespace""")]
+    rows = sum(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+        sql.Identifier(g))).fetchone()[0] for g in guards)
+    return defaults, rows

@@ -185,7 +185,7 @@ def validate(raw: RawEvents, assume_tz: str | None = None) -> Validated:
          lambda i: f"new_resistance_negative_rebound: {reb_text.iat[i]} must be <= 0")
 
     # day of week / hour of day: of the UTC timestamp; derived when absent
-    derived_dow = ts.dt.dayofweek
+    derived_dow = ts.dt.day_of_week
     derived_hour = ts.dt.hour
     for name, derived, lo, hi in (("day_of_week", derived_dow, 0, 6),
                                   ("hour_of_day", derived_hour, 0, 23)):

@@ -1,0 +1,51 @@
+"""The landing directory: which event files are new since a cursor, and what they hold."""
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import loader
+from .event_files import SUFFIXES, EventFileError
+
+
+def landing_dir() -> Path:
+    return Path(os.environ.get("SR_PLATFORM_LANDING_DIR", "data/landing")).resolve()
+
+
+def signature(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def event_files(directory: Path) -> list[Path]:
+    """Event files in the directory tree; dot-files and *.part/*.tmp (being written) skipped."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.rglob("*")
+                  if p.is_file() and p.suffix.lower() in SUFFIXES
+                  and not p.name.startswith("."))
+
+
+@dataclass
+class Scan:
+    new_files: dict[str, str]  # path -> signature
+    pairs_by_file: dict[str, set[loader.Pair]]
+    refused: dict[str, str]  # path -> why it is not an event file
+    cursor: str
+
+
+def scan(directory: Path, cursor: str | None) -> Scan:
+    """Files whose signature is not in the cursor, the pairs each holds, and the next cursor
+    (which records every file seen, refused ones included, so none is read twice)."""
+    seen: dict[str, str] = json.loads(cursor) if cursor else {}
+    new = {str(p): signature(p) for p in event_files(directory)
+           if seen.get(str(p)) != signature(p)}
+    pairs: dict[str, set[loader.Pair]] = {}
+    refused: dict[str, str] = {}
+    for path in new:
+        try:
+            pairs[path] = loader.file_pairs(Path(path))
+        except EventFileError as exc:
+            refused[path] = str(exc)
+    return Scan(new, pairs, refused, json.dumps({**seen, **new}, sort_keys=True))

@@ -1,0 +1,153 @@
+"""Landing files -> events -> levels -> features, partitioned by (instrument, granularity)."""
+
+from datetime import timedelta
+from pathlib import Path
+
+import dagster as dg
+from psycopg import sql
+
+from ..core import db, landing, loader
+from ..core.catalog import catch_all_rows
+from ..core.features import refresh_features
+from ..core.levels import refresh_levels
+from ..resources import PostgresResource
+from .partitions import event_partitions, pair_of
+from .resources import LandingZone
+
+landing_files = dg.AssetSpec(
+    "landing_files", group_name="events", kinds={"file"},
+    description="Event files (CSV/Parquet) in SR_PLATFORM_LANDING_DIR, watched by "
+                "landing_zone_sensor. External: Dagster does not produce them.")
+
+
+class LoadConfig(dg.Config):
+    files: list[str] = []  # from the sensor; empty (backfills): every file in the landing zone
+
+
+def _leaf_stats(url: str, table: str, pair: tuple[str, str]) -> tuple[int, int]:
+    with db.connect(url, role=db.READER_ROLE) as conn:
+        leaf = sql.Identifier(loader.leaf_name(table, pair))
+        rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(leaf)).fetchone()[0]
+        size = conn.execute("SELECT pg_total_relation_size(%s::regclass)",
+                            (loader.leaf_name(table, pair),)).fetchone()[0]
+    return rows, size
+
+
+@dg.asset(
+    partitions_def=event_partitions,
+    deps=["database_schema", landing_files],
+    group_name="events",
+    kinds={"postgres"},
+    description="new_resistance_events for one (instrument, granularity): the partition's rows "
+                "of the landing files, validated and loaded exactly once; bad rows go to "
+                "rejected_events.",
+    check_specs=[
+        dg.AssetCheckSpec("loaded_equals_source_minus_rejected", asset="new_resistance_events"),
+        dg.AssetCheckSpec("no_rows_in_catch_all_partitions", asset="new_resistance_events"),
+        dg.AssetCheckSpec("rebound_in_atr_matches_rebound_over_atr",
+                          asset="new_resistance_events"),
+        dg.AssetCheckSpec("source_files_had_no_rejected_rows", asset="new_resistance_events"),
+    ],
+)
+def new_resistance_events(context: dg.AssetExecutionContext, config: LoadConfig,
+                          postgres: PostgresResource, landing_zone: LandingZone):
+    pair = pair_of(context)
+    url = postgres.url()
+    files = [Path(f) for f in config.files] or landing.event_files(landing_zone.directory())
+    read = loaded = dupes = rejected = 0
+    seconds = 0.0
+    rejected_files: dict[str, int] = {}
+    present = 0
+    for path in files:
+        try:
+            r = loader.load_file(path, url, pair=pair)
+        except loader.EventFileError as exc:
+            context.log.warning(str(exc))
+            continue
+        if r.rows_read == 0:
+            continue
+        read, loaded, dupes, rejected = (read + r.rows_read, loaded + r.loaded,
+                                         dupes + r.duplicates, rejected + r.rejected)
+        present += r.loaded + r.duplicates
+        seconds += r.seconds
+        if r.rejected:
+            rejected_files[path.name] = r.rejected
+    rows, size = _leaf_stats(url, "new_resistance_events", pair)
+    with db.connect(url, role=db.READER_ROLE) as conn:
+        catch_all = catch_all_rows(conn)
+        leaf = sql.Identifier(loader.leaf_name("new_resistance_events", pair))
+        mismatched = conn.execute(sql.SQL(
+            # stored values are rounded to 6 dp: allow for the rounding of all three
+            "SELECT count(*) FROM {} WHERE abs(new_resistance_negative_rebound_in_atr "
+            "- new_resistance_negative_rebound / atr_at_event) > 0.000001 "
+            "+ 0.000001 * (1 + abs(new_resistance_negative_rebound / atr_at_event)) "
+            "/ atr_at_event").format(leaf)).fetchone()[0]
+    return dg.MaterializeResult(
+        metadata={
+            "rows_read": read, "rows_loaded": loaded, "rows_duplicate": dupes,
+            "rows_rejected": rejected, "rows_per_second": round(read / seconds if seconds else 0),
+            "partition_rows": rows, "partition_bytes": size, "files": len(files),
+            "dagster/row_count": rows,
+        },
+        check_results=[
+            dg.AssetCheckResult(check_name="loaded_equals_source_minus_rejected",
+                                passed=present == read - rejected,
+                                metadata={"source_rows": read, "rejected": rejected,
+                                          "in_table": present}),
+            dg.AssetCheckResult(check_name="no_rows_in_catch_all_partitions",
+                                passed=catch_all == (0, 0),
+                                metadata={"default_partitions": catch_all[0],
+                                          "rows_in_null_guards": catch_all[1]}),
+            dg.AssetCheckResult(check_name="rebound_in_atr_matches_rebound_over_atr",
+                                passed=mismatched == 0, metadata={"mismatched_rows": mismatched}),
+            dg.AssetCheckResult(check_name="source_files_had_no_rejected_rows",
+                                passed=not rejected_files,
+                                severity=dg.AssetCheckSeverity.WARN,
+                                metadata={"rejected_rows_by_file": rejected_files,
+                                          "see": "table rejected_events"}),
+        ],
+    )
+
+
+@dg.asset(
+    partitions_def=event_partitions,
+    deps=[new_resistance_events],
+    group_name="events",
+    kinds={"postgres"},
+    description="support_and_resistance_master for one (instrument, granularity): one level "
+                "per event (written with the event), its tests and breach recomputed from the "
+                "pair's later events.",
+)
+def support_and_resistance_master(context: dg.AssetExecutionContext,
+                                  postgres: PostgresResource) -> dg.MaterializeResult:
+    pair = pair_of(context)
+    url = postgres.url()
+    stats = refresh_levels(url, pair)
+    rows, size = _leaf_stats(url, "support_and_resistance_master", pair)
+    return dg.MaterializeResult(metadata={
+        "levels": rows, "active": stats["active"], "breached": stats["breached"],
+        "changed": stats["changed"], "partition_bytes": size, "dagster/row_count": rows,
+        "seconds": round(stats["seconds"], 3)})
+
+
+@dg.asset(
+    partitions_def=event_partitions,
+    deps=[support_and_resistance_master],
+    group_name="events",
+    kinds={"postgres"},
+    description="event_features for one (instrument, granularity): the event's measures and "
+                "its level's outcome, self-contained (kept 5 years; events are kept 2).",
+)
+def event_features(context: dg.AssetExecutionContext,
+                   postgres: PostgresResource) -> dg.MaterializeResult:
+    pair = pair_of(context)
+    url = postgres.url()
+    stats = refresh_features(url, pair)
+    _, size = _leaf_stats(url, "event_features", pair)
+    return dg.MaterializeResult(metadata={
+        "rows": stats["rows"], "written": stats["written"], "partition_bytes": size,
+        "dagster/row_count": stats["rows"]})
+
+
+freshness_checks = dg.build_last_update_freshness_checks(
+    assets=[new_resistance_events], lower_bound_delta=timedelta(hours=26))

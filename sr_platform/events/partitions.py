@@ -1,0 +1,21 @@
+"""Dagster partitions mirror the database's: one per (instrument, granularity)."""
+
+import dagster as dg
+
+from ..core.validate import GRANULARITIES
+
+instruments = dg.DynamicPartitionsDefinition(name="instruments")
+event_partitions = dg.MultiPartitionsDefinition({
+    "instrument": instruments,
+    "granularity": dg.StaticPartitionsDefinition(list(GRANULARITIES)),
+})
+
+
+def partition_key(instrument: str, granularity: str) -> dg.MultiPartitionKey:
+    # dimensions are ordered by name, so build keys by name, never by position
+    return dg.MultiPartitionKey({"instrument": instrument, "granularity": granularity})
+
+
+def pair_of(context: dg.AssetExecutionContext) -> tuple[str, str]:
+    keys = context.partition_key.keys_by_dimension
+    return keys["instrument"], keys["granularity"]
