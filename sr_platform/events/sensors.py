@@ -20,7 +20,7 @@ from .resources import LandingZone
 def landing_zone_sensor(context: dg.SensorEvaluationContext, landing_zone: LandingZone,
                         postgres: PostgresResource):
     scan = landing.scan(landing_zone.directory(), context.cursor)
-    for path, why in scan.refused.items():
+    for why in scan.refused.values():
         context.log.warning(f"skipped: {why}")
     if not scan.new_files:
         return dg.SkipReason(f"no new files in {landing_zone.directory()}")
