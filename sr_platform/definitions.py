@@ -5,6 +5,7 @@ import dagster as dg
 from .events.assets import (
     event_features,
     freshness_checks,
+    freshness_checks_sensor,
     landing_files,
     new_resistance_events,
     support_and_resistance_master,
@@ -20,8 +21,7 @@ defs = dg.Definitions(
             support_and_resistance_master, event_features],
     asset_checks=[*freshness_checks],
     jobs=[load_events_job],
-    sensors=[landing_zone_sensor,
-             dg.build_sensor_for_freshness_checks(freshness_checks=freshness_checks)],
+    sensors=[landing_zone_sensor, freshness_checks_sensor],
     resources={
         "postgres": PostgresResource(database_url=dg.EnvVar("SR_PLATFORM_DATABASE_URL")),
         "landing_zone": LandingZone(path=dg.EnvVar("SR_PLATFORM_LANDING_DIR")),
