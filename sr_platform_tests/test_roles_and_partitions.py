@@ -39,11 +39,11 @@ def test_reader_cannot_write(clean_db):
 
 def test_writer_writes_but_cannot_alter(clean_db):
     with _conn(clean_db, "sr_writer") as w:
-        assert w.execute("SELECT ensure_partition('EUR_USD', 'H4')").fetchone() == (3,)
-        insert_event(w, granularity="H4")
+        assert w.execute("SELECT ensure_partition('WRITER_T', 'H4')").fetchone() == (3,)
+        insert_event(w, instrument="WRITER_T", granularity="H4")
         assert w.execute("DELETE FROM new_resistance_events").rowcount == 1
         for stmt in ("ALTER TABLE new_resistance_events ADD COLUMN x int",
-                     "DROP TABLE new_resistance_events_h4_eur_usd",
+                     "DROP TABLE new_resistance_events_h4_writer_t",
                      "TRUNCATE new_resistance_events",
                      "CREATE TABLE sneaky (x int)",
                      "CREATE INDEX ON new_resistance_events (volume_at_event)"):
@@ -98,7 +98,7 @@ def test_concurrent_ensure_partition(clean_db):
     def worker():
         with _conn(clean_db, "sr_writer") as w:
             barrier.wait()
-            results.append(w.execute("SELECT ensure_partition('AUD_NZD', 'W')").fetchone()[0])
+            results.append(w.execute("SELECT ensure_partition('CONC_T', 'W')").fetchone()[0])
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
     for t in threads:
@@ -108,12 +108,12 @@ def test_concurrent_ensure_partition(clean_db):
     assert sorted(results) == [0, 0, 0, 3]
     with _conn(clean_db, "sr_reader") as r:
         rows = r.execute("SELECT table_name, partition_name, granularity, instrument "
-                         "FROM list_partitions() WHERE instrument = 'AUD_NZD'").fetchall()
+                         "FROM list_partitions() WHERE instrument = 'CONC_T'").fetchall()
     assert rows == [
-        ("event_features", "event_features_w_aud_nzd", "W", "AUD_NZD"),
-        ("new_resistance_events", "new_resistance_events_w_aud_nzd", "W", "AUD_NZD"),
-        ("support_and_resistance_master", "support_and_resistance_master_w_aud_nzd", "W",
-         "AUD_NZD"),
+        ("event_features", "event_features_w_conc_t", "W", "CONC_T"),
+        ("new_resistance_events", "new_resistance_events_w_conc_t", "W", "CONC_T"),
+        ("support_and_resistance_master", "support_and_resistance_master_w_conc_t", "W",
+         "CONC_T"),
     ]
 
 

@@ -1,12 +1,10 @@
 import dagster as dg
 
 from .assets import event_features, new_resistance_events, support_and_resistance_master
-from .partitions import event_partitions
 
 load_events_job = dg.define_asset_job(
     "load_events",
     selection=[new_resistance_events, support_and_resistance_master, event_features],
-    partitions_def=event_partitions,
     description="Load one (instrument, granularity) from the landing zone, then refresh its "
                 "levels and features.",
 )
