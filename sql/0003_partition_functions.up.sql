@@ -6,6 +6,28 @@
 -- is validated and every identifier quoted with format(%I / %L); concurrent callers serialise
 -- on an advisory lock, so two loaders racing for a new instrument both succeed.
 -- SECURITY DEFINER: sr_writer may call it without owning the tables.
+-- check_partition_key(instrument, granularity): raises 22023 unless both may name a partition.
+-- Every function that turns them into identifiers calls it first.
+CREATE FUNCTION check_partition_key(p_instrument text, p_granularity text)
+RETURNS void
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog
+AS $$
+BEGIN
+    IF p_instrument IS NULL OR p_instrument !~ '^[A-Z0-9][A-Z0-9_]{0,9}$' THEN
+        RAISE EXCEPTION 'invalid instrument %: must match ^[A-Z0-9][A-Z0-9_]{0,9}$',
+            coalesce(quote_literal(p_instrument), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_granularity IS NULL OR p_granularity NOT IN ('W', 'D', 'H4', 'H1') THEN
+        RAISE EXCEPTION 'invalid granularity %: must be one of W, D, H4, H1',
+            coalesce(quote_literal(p_granularity), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
 CREATE FUNCTION ensure_partition(p_instrument text, p_granularity text)
 RETURNS integer
 LANGUAGE plpgsql
@@ -18,16 +40,7 @@ DECLARE
     leaf text;
     created integer := 0;
 BEGIN
-    IF p_instrument IS NULL OR p_instrument !~ '^[A-Z0-9][A-Z0-9_]{0,9}$' THEN
-        RAISE EXCEPTION 'invalid instrument %: must match ^[A-Z0-9][A-Z0-9_]{0,9}$',
-            coalesce(quote_literal(p_instrument), 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF p_granularity IS NULL OR p_granularity NOT IN ('W', 'D', 'H4', 'H1') THEN
-        RAISE EXCEPTION 'invalid granularity %: must be one of W, D, H4, H1',
-            coalesce(quote_literal(p_granularity), 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM check_partition_key(p_instrument, p_granularity);
 
     PERFORM pg_advisory_xact_lock(hashtext('sr_platform.ensure_partition'));
 
@@ -60,6 +73,7 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION ensure_partition(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ensure_partition(text, text) TO sr_writer;
+GRANT EXECUTE ON FUNCTION check_partition_key(text, text) TO sr_reader;
 
 -- list_partitions(exact): one row per leaf partition with its row count (the planner's
 -- estimate by default, count(*) when exact) and its size on disk, indexes included.

@@ -35,11 +35,7 @@ DECLARE
     t text;
     leaf text;
 BEGIN
-    IF p_instrument !~ '^[A-Z0-9][A-Z0-9_]{0,9}$' OR p_granularity NOT IN ('W', 'D', 'H4', 'H1')
-    THEN
-        RAISE EXCEPTION 'invalid partition %/%', quote_literal(p_instrument),
-            quote_literal(p_granularity) USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM check_partition_key(p_instrument, p_granularity);
     FOREACH t IN ARRAY ARRAY['new_resistance_events', 'support_and_resistance_master'] LOOP
         leaf := t || '_' || lower(p_granularity) || '_' || lower(p_instrument);
         IF to_regclass(format('public.%I', leaf)) IS NOT NULL THEN

@@ -10,6 +10,7 @@ import subprocess
 import time
 import urllib.request
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -157,3 +158,19 @@ def webserver(server_url, make_db, tmp_path):
         proc.wait(30)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def asset_groups(port: int) -> dict[str, list[list[str]]]:
+    """{group name: [asset key paths]} from the webserver, once the code location has loaded."""
+    deadline = time.monotonic() + 120
+    while True:
+        data = graphql(port, "{ assetNodes { assetKey { path } groupName } }")
+        nodes = (data.get("data") or {}).get("assetNodes") or []
+        if nodes or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert nodes, f"the webserver lists no assets: {data}"
+    groups: dict[str, list[list[str]]] = defaultdict(list)
+    for node in nodes:
+        groups[node["groupName"]].append(node["assetKey"]["path"])
+    return dict(groups)

@@ -1,6 +1,5 @@
 """The Dagster code location: loads, materializes, and serves the UI over real storage."""
 
-import time
 
 import dagster as dg
 
@@ -9,7 +8,7 @@ from sr_platform.definitions import defs
 from sr_platform.resources import PostgresResource
 from sr_platform.schema.assets import database_schema
 
-from .conftest import graphql
+from .conftest import asset_groups
 
 
 def test_pinned_dagster_postgres_imports():
@@ -46,12 +45,8 @@ def test_materialize_database_schema(server_url, make_db):
 
 def test_webserver_lists_assets(webserver):
     port, _, _ = webserver
-    deadline = time.monotonic() + 120
-    while True:
-        data = graphql(port, "{ assetNodes { assetKey { path } groupName } }")
-        nodes = (data.get("data") or {}).get("assetNodes") or []
-        if nodes or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    assert {(tuple(n["assetKey"]["path"]), n["groupName"]) for n in nodes} >= {
-        (("database_schema",), "schema")}
+    assert asset_groups(port) == {
+        "schema": [["database_schema"]],
+        "events": [["event_features"], ["landing_files"], ["new_resistance_events"],
+                   ["support_and_resistance_master"]],
+    }

@@ -626,7 +626,7 @@ def test_parquet_bad_row_and_zoned_timestamps(clean_db, tmp_path):
 rng = random.Random(20260304)
 NOT_EVENT_FILES = {
     "empty": ("empty.csv", b"", "the file is empty"),
-    "newline-only": ("blank.csv", b"\n", "not UTF-8 CSV text"),
+    "newline-only": ("blank.csv", b"\n", "no header row"),
     "binary-junk": ("junk.csv", rng.randbytes(8192), "not UTF-8 CSV text"),
     "latin1-not-utf8": ("latin1.csv", ",".join(REQUIRED).encode() + b"\n\xe9t\xe9,\xff\n",
                         "not UTF-8 CSV text"),
@@ -899,13 +899,9 @@ def test_pair_slices_add_up_to_the_whole_file(clean_db, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# loader bugs found while writing these tests (strict xfail: they pass once fixed)
+# regressions: loader bugs found while writing these tests, fixed since
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "validate.py:31/144 OFFSET_RE `[+-]\\d{2}(?::?\\d{2})?$` matches the '-04' day of a "
-    "date-only value, so a naive '2026-03-04' (or '2026-03') counts as having an offset and "
-    "loads as midnight UTC instead of being refused as naive"))
 def test_date_only_timestamp_is_naive(clean_db, tmp_path):
     path = write_csv(tmp_path / "dates.csv", [row(event_creation_date="2026-03-04"), row(14)])
     result = loader.load_file(path, clean_db)
@@ -913,10 +909,6 @@ def test_date_only_timestamp_is_naive(clean_db, tmp_path):
     assert (result.loaded, result.rejected) == (1, 1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "validate.py:152 `ts_bad = ... & ~(naive & (assume_tz is None))`: a value that is no "
-    "timestamp at all and has no offset ('not a date') gets only the 'has no UTC offset ... "
-    "or load with --assume-tz' reason, not 'is not a valid ISO 8601 timestamp'"))
 def test_unparseable_timestamp_without_offset_says_it_does_not_parse(clean_db, tmp_path):
     result, _ = load_with_one_bad_row(clean_db, tmp_path,
                                       row(event_creation_date="not a date"))
@@ -925,20 +917,12 @@ def test_unparseable_timestamp_without_offset_says_it_does_not_parse(clean_db, t
             in rejections(clean_db)[0][1])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "validate.py:31 OFFSET_RE accepts a lowercase 'z' (ISO 8601/RFC 3339 allow it), but "
-    "pd.to_datetime(format='ISO8601') does not parse it, so '2026-03-04T13:00:00z' is "
-    "refused as 'not a valid ISO 8601 timestamp'"))
 def test_lowercase_z_is_utc(clean_db, tmp_path):
     path = write_csv(tmp_path / "z.csv", [row(event_creation_date="2026-03-04T13:00:00z")])
     result = loader.load_file(path, clean_db)
     assert (result.loaded, result.rejected) == (1, 0)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "event_files.py:112 `frame['_line'] = frame.index + 2` assumes one physical line per "
-    "record: after a quoted field spanning two lines, every later row's line_number is one "
-    "too small (the bad row on line 4 is recorded as line 3)"))
 def test_line_numbers_after_a_multiline_quoted_field(clean_db, tmp_path):
     path = tmp_path / "multiline.csv"
     path.write_text(",".join(REQUIRED) + "\n"
@@ -950,11 +934,6 @@ def test_line_numbers_after_a_multiline_quoted_field(clean_db, tmp_path):
     assert [r[0] for r in rejections(clean_db)][-1] == 4
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "event_files.py:72 the ragged-line fallback opens the file with encoding='utf-8' (not "
-    "'utf-8-sig'), so a UTF-8 BOM that the fast path tolerates becomes part of the first "
-    "column name: a BOM file with one too-long row is refused whole as 'not an event file: "
-    "missing columns event_creation_date; unknown columns '\\ufeffevent_creation_date''"))
 def test_bom_file_with_a_ragged_row(clean_db, tmp_path):
     lines = csv_text([row(10), row(11), row(12)]).splitlines()
     lines[2] += ",surplus"
@@ -964,11 +943,6 @@ def test_bom_file_with_a_ragged_row(clean_db, tmp_path):
     assert (result.loaded, result.rejected) == (2, 1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "validate.py:137 naive Parquet timestamps are localised with "
-    "`ts_raw.dt.tz_localize(assume_tz)` (ambiguous/nonexistent default to 'raise'): one "
-    "timestamp in a DST gap or overlap raises ValueError and aborts the whole load (CLI exit "
-    "1) instead of quarantining that row, as the CSV path does"))
 def test_parquet_naive_timestamp_in_dst_gap(clean_db, tmp_path):
     path = tmp_path / "dst.parquet"
     pd.DataFrame({
@@ -982,11 +956,6 @@ def test_parquet_naive_timestamp_in_dst_gap(clean_db, tmp_path):
     assert (result.loaded, result.rejected) == (1, 1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "validate.py:176 the DECIMAL bound is checked on float64 (`v.abs() >= bound`): "
-    "'9999999999999999.99' (the largest DECIMAL(18,2)) and '999999999999.999999' (the largest "
-    "DECIMAL(18,6)) round to 1e16 / 1e12 and are refused as 'out of range for its DECIMAL' "
-    "although PostgreSQL stores them"))
 def test_largest_decimal_values_load(clean_db, tmp_path):
     path = write_csv(tmp_path / "edge.csv", [
         row(10, volume_at_event="9999999999999999.99"),

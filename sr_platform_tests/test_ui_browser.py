@@ -7,14 +7,13 @@ import signal
 import subprocess
 import time
 import uuid
-from collections import defaultdict
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from .conftest import graphql
+from .conftest import asset_groups
 
 LOCATION = "sr_platform"  # code location name; its repository is the implicit __repository__
 CHROMIUM_TIMEOUT = 90  # seconds per chromium run
@@ -85,22 +84,6 @@ def run_chromium(binary: str, tmp_path: Path, *args: str) -> subprocess.Complete
         except ProcessLookupError:
             pass
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
-def asset_groups(port: int) -> dict[str, list[list[str]]]:
-    """{group name: [asset key paths]} from the webserver, once the code location has loaded."""
-    deadline = time.monotonic() + 120
-    while True:
-        data = graphql(port, "{ assetNodes { assetKey { path } groupName } }")
-        nodes = (data.get("data") or {}).get("assetNodes") or []
-        if nodes or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    assert nodes, f"the webserver lists no assets: {data}"
-    groups: dict[str, list[list[str]]] = defaultdict(list)
-    for node in nodes:
-        groups[node["groupName"]].append(node["assetKey"]["path"])
-    return dict(groups)
 
 
 def dump_until_rendered(binary: str, tmp_path: Path, url: str,

@@ -6,6 +6,7 @@ validator sees exactly what the file said and can quote it back in the quarantin
 
 import csv
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,30 +60,54 @@ def _check_header(path: Path, columns: list[str]) -> None:
         raise EventFileError(path, "; ".join(problems))
 
 
-def _read_csv_strict(path: Path) -> pd.DataFrame:
-    # skip_blank_lines=False keeps row i on physical line i + 2 (header on line 1)
-    return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False,
-                       skip_blank_lines=False, encoding="utf-8", engine="c")
+def _record_lines(data: bytes) -> list[int]:
+    """1-based numbers of the non-blank physical lines (the header's included)."""
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return [i + 1 for i, line in enumerate(lines) if line.strip(b"\r")]
 
 
-def _read_csv_tolerant(path: Path) -> tuple[pd.DataFrame, list[tuple[int, dict, str]]]:
-    """Slow path for files with ragged lines: every line with the wrong number of fields is
-    set aside as malformed (with its line number) and the rest is kept."""
+def _read_csv_fast(data: bytes) -> pd.DataFrame | None:
+    """pandas' C parser, when the file's shape proves it safe: every non-blank physical line one
+    record with exactly the header's field count. Quoted fields, ragged or short lines and
+    comma-only lines fail that proof (by counting) and go to the exact reader."""
+    frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_filter=False,
+                        skip_blank_lines=True, encoding="utf-8-sig", engine="c")
+    lines = _record_lines(data)
+    if (len(lines) != len(frame) + 1
+            or data.count(b",") != (frame.shape[1] - 1) * (len(frame) + 1)):
+        return None
+    frame["_line"] = lines[1:]
+    return frame
+
+
+def _read_csv_exact(data: bytes) -> tuple[pd.DataFrame, list[tuple[int, dict, str]]]:
+    """The csv module, record by record: each record keeps the physical line it starts on; a
+    record with the wrong number of fields is set aside as malformed; blank lines are skipped."""
     rows, lines, malformed = [], [], []
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        header = next(reader)
-        for fields in reader:
-            line = reader.line_num
-            if len(fields) == len(header) or not any(f.strip() for f in fields):
-                rows.append(fields if len(fields) == len(header) else [""] * len(header))
-                lines.append(line)
-            else:
-                malformed.append((line, {"fields": fields},
-                                  f"expected {len(header)} fields, found {len(fields)}"))
+    reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))
+    header = next(reader)
+    start = reader.line_num + 1
+    for fields in reader:
+        if not fields:  # a blank line
+            start = reader.line_num + 1
+            continue
+        if len(fields) == len(header):
+            rows.append(fields)
+            lines.append(start)
+        else:
+            malformed.append((start, {"fields": fields},
+                              f"expected {len(header)} fields, found {len(fields)}"))
+        start = reader.line_num + 1
     frame = pd.DataFrame(rows, columns=header, dtype=str)
     frame["_line"] = lines
     return frame, malformed
+
+
+def _header(data: bytes) -> list[str]:
+    return next(csv.reader(io.StringIO(data[:65536].decode("utf-8-sig", "replace")
+                                       .split("\n", 1)[0])), [])
 
 
 def read_event_file(path: Path) -> RawEvents:
@@ -91,9 +116,9 @@ def read_event_file(path: Path) -> RawEvents:
         raise EventFileError(path, "no such file")
     if path.stat().st_size == 0:
         raise EventFileError(path, "the file is empty")
-    digest = sha256_of(path)
     malformed: list[tuple[int, dict, str]] = []
     if path.suffix.lower() in (".parquet", ".pq"):
+        digest = sha256_of(path)
         try:
             frame = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises many types for junk
@@ -101,22 +126,28 @@ def read_event_file(path: Path) -> RawEvents:
         _check_header(path, list(frame.columns))
         frame = frame.reset_index(drop=True)
         frame["_line"] = frame.index + 1  # Parquet has no lines: 1-based row number
-    else:
-        try:
-            with open(path, "rb") as fh:
-                head = fh.read(4096)
-            if b"\x00" in head:
-                raise UnicodeDecodeError("utf-8", head, 0, 1, "NUL byte")
+        return RawEvents(path, digest, frame, malformed)
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        if b"\x00" in data[:65536]:
+            raise UnicodeDecodeError("utf-8", data[:1], 0, 1, "NUL byte")
+        data.decode("utf-8")  # refuse non-UTF-8 files whole, before any parsing
+        header = _header(data)
+        if not any(h.strip() for h in header):
+            raise EventFileError(path, "no header row (the first line is empty)")
+        _check_header(path, [h.strip() for h in header])
+        frame = None
+        if b'"' not in data:
             try:
-                frame = _read_csv_strict(path)
-                frame["_line"] = frame.index + 2
+                frame = _read_csv_fast(data)
             except pd.errors.ParserError:
-                frame, malformed = _read_csv_tolerant(path)
-        except (UnicodeDecodeError, pd.errors.EmptyDataError, csv.Error, StopIteration) as exc:
-            raise EventFileError(path, f"not UTF-8 CSV text ({exc.__class__.__name__})") from None
-        _check_header(path, [c for c in frame.columns if c != "_line"])
-        # blank lines are not records
-        data_cols = [c for c in frame.columns if c != "_line"]
-        blank = (frame[data_cols] == "").all(axis=1)
-        frame = frame[~blank].reset_index(drop=True)
+                frame = None
+        if frame is None:
+            frame, malformed = _read_csv_exact(data)
+    except (UnicodeDecodeError, pd.errors.EmptyDataError, csv.Error, StopIteration) as exc:
+        raise EventFileError(path, f"not UTF-8 CSV text ({exc.__class__.__name__})") from None
+    frame.columns = [c.strip() if c != "_line" else c for c in frame.columns]
     return RawEvents(path, digest, frame, malformed)
+
+

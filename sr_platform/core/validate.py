@@ -18,6 +18,7 @@ exact text the loader COPYs (UTC timestamps, ids, derived day/hour). Rules:
 import hashlib
 import uuid
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,8 @@ GRANULARITIES = ("W", "D", "H4", "H1")
 INSTRUMENT_RE = r"^[A-Z0-9][A-Z0-9_]{0,9}$"
 EVENT_TYPE_RE = r"^[A-Za-z0-9_]{1,20}$"
 UUID_RE = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
-OFFSET_RE = r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
+# an offset after a time of day (a date alone, 2026-03-04, ends in "-04" but has none)
+OFFSET_RE = r"[T ]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
 DEC18_6_MAX = 1e12  # DECIMAL(18,6): 12 integer digits
 DEC18_2_MAX = 1e16  # DECIMAL(18,2): 16 integer digits
 EVENT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_OID, "sr-platform.new_resistance_events")
@@ -91,6 +93,20 @@ def _text(s: pd.Series) -> pd.Series:
     return s.astype(str).where(s.notna(), "")
 
 
+def _too_large(text: pd.Series, value: pd.Series, bound: float, finite) -> np.ndarray:
+    """Values that overflow DECIMAL(18, s) once PostgreSQL rounds them to s places. Floats
+    decide far from the limit; the few rows near it are decided exactly with Decimal."""
+    scale = 6 if bound == DEC18_6_MAX else 2
+    a = np.abs(value.to_numpy(dtype=float, na_value=0.0))
+    out = finite & (a >= bound * 1.000001)
+    near = np.flatnonzero(finite & (a >= bound * 0.999999) & (a < bound * 1.000001))
+    step = Decimal(1).scaleb(-scale)
+    for i in near:
+        exact = abs(Decimal(text.iat[i]).quantize(step, rounding=ROUND_HALF_UP))
+        out[i] = exact >= Decimal(int(bound))
+    return out
+
+
 def _json_value(v):
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return None
@@ -130,34 +146,46 @@ def validate(raw: RawEvents, assume_tz: str | None = None) -> Validated:
     rule("event_type format", ~event_type.str.match(EVENT_TYPE_RE),
          lambda i: f"event_type: {event_type.iat[i]!r} does not match {EVENT_TYPE_RE}")
 
-    # timestamps
+    # timestamps: parse the aware ones in UTC; naive ones are refused unless assume_tz names
+    # their zone, and then a wall time that zone skips or repeats (DST) is refused too
     ts_raw = f["event_creation_date"] if "event_creation_date" in f.columns else col("x")
+    unzoned = pd.Series(False, index=f.index)  # naive, parsed, but not a time in assume_tz
     if pd.api.types.is_datetime64_any_dtype(ts_raw):
-        naive = pd.Series(ts_raw.dt.tz is None, index=f.index) & ts_raw.notna()
-        ts = ts_raw.dt.tz_localize(assume_tz) if ts_raw.dt.tz is None and assume_tz else ts_raw
-        ts = ts.dt.tz_convert("UTC") if ts.dt.tz is not None else ts.dt.tz_localize("UTC")
         ts_missing = ts_raw.isna()
         ts_bad = pd.Series(False, index=f.index)
+        naive = pd.Series(ts_raw.dt.tz is None, index=f.index) & ~ts_missing
+        if ts_raw.dt.tz is not None:
+            ts = ts_raw.dt.tz_convert("UTC")
+        elif assume_tz:
+            ts = ts_raw.dt.tz_localize(assume_tz, ambiguous="NaT",
+                                       nonexistent="NaT").dt.tz_convert("UTC")
+            unzoned = ~ts_missing & ts.isna()
+        else:
+            ts = ts_raw.dt.tz_localize("UTC")
     else:
-        text = _text(ts_raw)
+        text = _text(ts_raw).str.replace(r"[zZ]$", "+00:00", regex=True)
         ts_missing = text == ""
         naive = ~ts_missing & ~text.str.contains(OFFSET_RE)
         aware = pd.to_datetime(text.where(~naive, ""), utc=True, format="ISO8601",
                                errors="coerce")
+        local = pd.to_datetime(text.where(naive, ""), format="ISO8601", errors="coerce")
         ts = aware
         if assume_tz and naive.any():
-            local = pd.to_datetime(text.where(naive, ""), format="ISO8601", errors="coerce")
-            ts = aware.where(~naive, local.dt.tz_localize(assume_tz, ambiguous="NaT",
-                                                          nonexistent="NaT").dt.tz_convert("UTC"))
-        ts_bad = ~ts_missing & ts.isna() & ~(naive & (assume_tz is None))
+            zoned = local.dt.tz_localize(assume_tz, ambiguous="NaT", nonexistent="NaT")
+            ts = aware.where(~naive, zoned.dt.tz_convert("UTC"))
+            unzoned = naive & local.notna() & zoned.isna()
+        ts_bad = ~ts_missing & ((~naive & aware.isna()) | (naive & local.isna()))
     rule("event_creation_date required", ts_missing, "event_creation_date: required")
-    if assume_tz is None:
-        rule("event_creation_date has an offset", naive & ~ts_missing,
-             lambda i: f"event_creation_date: {_json_value(ts_raw.iat[i])!r} has no UTC offset "
-                       "(write Z or +hh:mm, or load with --assume-tz)")
     rule("event_creation_date parses", ts_bad,
          lambda i: f"event_creation_date: {_json_value(ts_raw.iat[i])!r} is not a valid "
                    "ISO 8601 timestamp")
+    if assume_tz is None:
+        rule("event_creation_date has an offset", naive & ~ts_bad,
+             lambda i: f"event_creation_date: {_json_value(ts_raw.iat[i])!r} has no UTC offset "
+                       "(write Z or +hh:mm, or load with --assume-tz)")
+    rule("event_creation_date exists in --assume-tz", unzoned,
+         lambda i: f"event_creation_date: {_json_value(ts_raw.iat[i])!r} does not exist or is "
+                   f"ambiguous in {assume_tz} (a daylight-saving change)")
     ts_ok = ts.notna()
 
     # numbers
@@ -173,7 +201,7 @@ def validate(raw: RawEvents, assume_tz: str | None = None) -> Validated:
         finite = np.isfinite(v.to_numpy(dtype=float, na_value=np.nan))
         rule(f"{name} finite number", ~empty & ~finite,
              lambda i, t=t, name=name: f"{name}: {t.iat[i]!r} is not a finite number")
-        rule(f"{name} fits DECIMAL", finite & (v.abs() >= bound),
+        rule(f"{name} fits DECIMAL", finite & _too_large(t, v, bound, finite),
              lambda i, t=t, name=name: f"{name}: {t.iat[i]} is out of range for its DECIMAL")
     for name in ("event_price_level", "atr_at_event"):
         v = values[name]
@@ -181,7 +209,7 @@ def validate(raw: RawEvents, assume_tz: str | None = None) -> Validated:
              lambda i, name=name: f"{name}: {texts[name].iat[i]} must be > 0")
     reb, reb_text = values["new_resistance_negative_rebound"], texts[
         "new_resistance_negative_rebound"]
-    rule("new_resistance_negative_rebound <= 0", reb.notna() & (reb > 0),
+    rule("new_resistance_negative_rebound <= 0", reb.notna() & (reb.round(6) > 0),
          lambda i: f"new_resistance_negative_rebound: {reb_text.iat[i]} must be <= 0")
 
     # day of week / hour of day: of the UTC timestamp; derived when absent
