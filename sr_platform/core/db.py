@@ -91,9 +91,7 @@ def connect(url: str | None = None, role: str | None = None,
         yield conn
         if not autocommit and not conn.closed:
             conn.commit()
-    except BaseException:
-        if not conn.closed:
-            conn.rollback()
-        raise
     finally:
+        # on any error (or an interrupt mid-query) closing is the rollback: the server
+        # discards the open transaction, and no second command races the interrupted one
         conn.close()
