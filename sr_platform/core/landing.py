@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import loader
-from .event_files import SUFFIXES, EventFileError
+from .event_files import EventFileError
 
 
 def landing_dir() -> Path:
@@ -19,12 +19,8 @@ def signature(path: Path) -> str:
 
 
 def event_files(directory: Path) -> list[Path]:
-    """Event files in the directory tree; dot-files and *.part/*.tmp (being written) skipped."""
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.rglob("*")
-                  if p.is_file() and p.suffix.lower() in SUFFIXES
-                  and not p.name.startswith("."))
+    """Event files in the directory tree (see loader.find_event_files)."""
+    return loader.find_event_files([directory]) if directory.is_dir() else []
 
 
 @dataclass

@@ -26,7 +26,7 @@ from psycopg.types.json import Jsonb
 
 from . import db
 from .event_files import SUFFIXES, EventFileError, read_event_file
-from .validate import COPY_COLUMNS, Rejected, validate
+from .validate import COPY_COLUMNS, GRANULARITIES, INSTRUMENT_RE, Rejected, validate
 
 Pair = tuple[str, str]  # (instrument, granularity)
 LEVEL_COLUMNS = ("original_event_id", "event_type", "instrument", "granularity",
@@ -56,21 +56,27 @@ class LoadResult:
 
 
 def find_event_files(paths: Iterable[Path]) -> list[Path]:
-    """Files named on the command line, and event files (by suffix) inside named folders."""
+    """Files named on the command line, and event files (by suffix) inside named folders;
+    dot-files inside folders are skipped (files being written should be moved in when done)."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in SUFFIXES))
+            out.extend(sorted(q for q in p.rglob("*") if q.is_file()
+                              and q.suffix.lower() in SUFFIXES and not q.name.startswith(".")))
         else:
             out.append(p)
     return out
 
 
 def file_pairs(path: Path) -> set[Pair]:
-    """The valid (instrument, granularity) pairs a file has rows for (a cheap pre-scan)."""
-    raw = read_event_file(path)
-    good = validate(raw).good
-    return set(zip(good["instrument"], good["granularity"], strict=True))
+    """The well-formed (instrument, granularity) pairs a file has rows for: a pre-scan of two
+    columns, not a validation (a pair whose rows are all bad still gets its run, which
+    quarantines them)."""
+    f = read_event_file(path).frame
+    instrument = f["instrument"].astype(str).str.strip()
+    granularity = f["granularity"].astype(str).str.strip()
+    ok = instrument.str.match(INSTRUMENT_RE) & granularity.isin(GRANULARITIES)
+    return set(zip(instrument[ok], granularity[ok], strict=True))
 
 
 def _existing_partitions(conn: psycopg.Connection, pairs: set[Pair]) -> set[Pair]:
