@@ -168,3 +168,27 @@ def test_level_outcomes_exact():
     assert (out.loc["d", "status"], out.loc["d", "test_count"]) == ("active", 0)
     assert pd.isna(out.loc["d", "breach_date"])
     assert out.loc["e", "breach_date"] == ts[5]
+
+
+def test_rejected_rows_warn_and_the_counts_check_holds(resources, landing, clean_db):
+    expected = _expected(landing)
+    bad = landing / "bad.csv"
+    bad.write_text(
+        "event_creation_date,granularity,instrument,event_price_level,atr_at_event,"
+        "new_resistance_negative_rebound,new_resistance_negative_rebound_in_atr\n"
+        "2026-01-05T10:00:00Z,H1,EUR_USD,-1,0.001,-0.0005,-0.5\n"
+        "2026-01-05T11:00:00Z,H1,EUR_USD,1.2,0.001,-0.0005,-0.5\n")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("instruments", ["EUR_USD"])
+        result = dg.materialize(ASSETS, resources=resources, instance=instance,
+                                partition_key=partition_key("EUR_USD", "H1"))
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    warn = checks["source_files_had_no_rejected_rows"]
+    assert (warn.passed, warn.severity) == (False, dg.AssetCheckSeverity.WARN)
+    assert warn.metadata["rejected_rows_by_file"].value == {"bad.csv": 1}
+    counts = checks["loaded_equals_source_minus_rejected"]
+    n = int(expected[("EUR_USD", "H1")]) + 1
+    assert counts.passed
+    assert (counts.metadata["source_rows"].value, counts.metadata["rejected"].value,
+            counts.metadata["in_table"].value) == (n + 1, 1, n)
+    assert _count(clean_db, "rejected_events") == 1

@@ -49,6 +49,7 @@ class LoadResult:
     error: str | None = None  # set when the file is not an event file (nothing loaded)
     pairs: dict[Pair, int] = field(default_factory=dict)  # rows loaded per pair
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    ids: set[str] = field(default_factory=set)  # the slice's good ids (pair loads only)
 
     @property
     def rows_per_second(self) -> float:
@@ -170,6 +171,8 @@ def prepare(path: Path, pair: Pair | None = None, assume_tz: str | None = None) 
         good = good[(good["instrument"] == pair[0]) & (good["granularity"] == pair[1])]
         in_slice = [r for r in rejected if (str(r.raw.get("instrument", "")).strip(),
                                             str(r.raw.get("granularity", "")).strip()) == pair]
+    if pair is not None:
+        result.ids = set(good["original_event_id"])
     result.rejected = len(in_slice)
     result.rows_read = len(good) + len(in_slice)
     for r in in_slice:
