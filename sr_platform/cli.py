@@ -118,6 +118,10 @@ def print_load_summary(results: list[loader.LoadResult], out=sys.stdout) -> None
           f"{sum(r.duplicates for r in ok):>10,} {sum(r.rejected for r in ok):>9,} "
           f"{(read / secs if secs else 0):>10,.0f}   ({len(results)} files, {secs:.1f} s)",
           file=out)
+    for r in ok:
+        if r.ignored_columns:
+            print(f"note: {r.path.name}: ignored columns not in the contract: "
+                  f"{', '.join(r.ignored_columns)}", file=out)
     reasons = sum((r.reasons for r in ok), Counter())
     if reasons:
         print("top reasons for rejected rows (all in table rejected_events):", file=out)

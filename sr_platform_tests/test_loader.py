@@ -633,9 +633,6 @@ NOT_EVENT_FILES = {
     "missing-columns": ("missing.csv", b"instrument,granularity\nEUR_USD,H1\n",
                         "missing columns event_creation_date, event_price_level, atr_at_event, "
                         "new_resistance_negative_rebound, new_resistance_negative_rebound_in_atr"),
-    "unknown-column": ("unknown.csv",
-                       csv_text([row(13, day_of_week="2")], [*REQUIRED, "colour"]).encode(),
-                       "unknown columns 'colour'"),
     "repeated-column": ("repeated.csv",
                         (",".join([*REQUIRED, "instrument"]) + "\n").encode(),
                         "not an event file"),
@@ -962,3 +959,14 @@ def test_largest_decimal_values_load(clean_db, tmp_path):
         row(11, event_price_level="999999999999.999999")])
     result = loader.load_file(path, clean_db)
     assert (result.loaded, result.rejected) == (2, 0)
+
+
+def test_unknown_columns_are_ignored_and_reported(clean_db, tmp_path):
+    path = tmp_path / "extra.csv"
+    path.write_bytes(csv_text([row(13, day_of_week="2")], [*REQUIRED, "colour"]).encode())
+    result = loader.load_file(path, clean_db)
+    assert (result.loaded, result.rejected, result.ignored_columns) == (1, 0, ["colour"])
+    out = subprocess.run(["sr-platform", "load", str(path)], capture_output=True, text=True,
+                         env=dict(os.environ, SR_PLATFORM_DATABASE_URL=clean_db))
+    assert out.returncode == 0, out.stderr
+    assert "note: extra.csv: ignored columns not in the contract: colour" in out.stdout

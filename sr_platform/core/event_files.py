@@ -7,7 +7,7 @@ validator sees exactly what the file said and can quote it back in the quarantin
 import csv
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -35,6 +35,7 @@ class RawEvents:
     sha256: str
     frame: pd.DataFrame  # one column per file column, plus `_line`
     malformed: list[tuple[int, dict, str]]  # (line, raw record, reason) rows unparseable as CSV
+    ignored_columns: list[str] = field(default_factory=list)  # not in the contract: not loaded
 
 
 def sha256_of(path: Path) -> str:
@@ -45,19 +46,20 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def _check_header(path: Path, columns: list[str]) -> None:
+def _check_header(path: Path, columns: list[str]) -> list[str]:
+    """Refuse a header without every required column, or with a column twice; return the
+    columns the contract does not know (ignored, and reported, so good rows are not lost to an
+    extra column)."""
     missing = [c for c in REQUIRED if c not in columns]
-    unknown = [c for c in columns if c not in REQUIRED + OPTIONAL + IGNORED]
     dupes = sorted({c for c in columns if columns.count(c) > 1})
     problems = []
     if missing:
         problems.append(f"missing columns {', '.join(missing)}")
-    if unknown:
-        problems.append(f"unknown columns {', '.join(map(repr, unknown[:5]))}")
     if dupes:
         problems.append(f"repeated columns {', '.join(dupes)}")
     if problems:
         raise EventFileError(path, "; ".join(problems))
+    return [c for c in columns if c not in REQUIRED + OPTIONAL + IGNORED]
 
 
 def _record_lines(data: bytes) -> list[int]:
@@ -123,10 +125,10 @@ def read_event_file(path: Path) -> RawEvents:
             frame = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises many types for junk
             raise EventFileError(path, f"unreadable Parquet ({exc.__class__.__name__})") from None
-        _check_header(path, list(frame.columns))
-        frame = frame.reset_index(drop=True)
+        ignored = _check_header(path, [str(c) for c in frame.columns])
+        frame = frame.drop(columns=ignored).reset_index(drop=True)
         frame["_line"] = frame.index + 1  # Parquet has no lines: 1-based row number
-        return RawEvents(path, digest, frame, malformed)
+        return RawEvents(path, digest, frame, malformed, ignored)
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     try:
@@ -136,7 +138,7 @@ def read_event_file(path: Path) -> RawEvents:
         header = _header(data)
         if not any(h.strip() for h in header):
             raise EventFileError(path, "no header row (the first line is empty)")
-        _check_header(path, [h.strip() for h in header])
+        ignored = _check_header(path, [h.strip() for h in header])
         frame = None
         if b'"' not in data:
             try:
@@ -148,6 +150,6 @@ def read_event_file(path: Path) -> RawEvents:
     except (UnicodeDecodeError, pd.errors.EmptyDataError, csv.Error, StopIteration) as exc:
         raise EventFileError(path, f"not UTF-8 CSV text ({exc.__class__.__name__})") from None
     frame.columns = [c.strip() if c != "_line" else c for c in frame.columns]
-    return RawEvents(path, digest, frame, malformed)
+    return RawEvents(path, digest, frame.drop(columns=ignored), malformed, ignored)
 
 

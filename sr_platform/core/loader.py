@@ -50,6 +50,7 @@ class LoadResult:
     pairs: dict[Pair, int] = field(default_factory=dict)  # rows loaded per pair
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
     ids: set[str] = field(default_factory=set)  # the slice's good ids (pair loads only)
+    ignored_columns: list[str] = field(default_factory=list)  # in the file, not in the contract
 
     @property
     def rows_per_second(self) -> float:
@@ -164,6 +165,7 @@ def prepare(path: Path, pair: Pair | None = None, assume_tz: str | None = None) 
     started = time.perf_counter()
     result = LoadResult(Path(path))
     raw = read_event_file(path)
+    result.ignored_columns = raw.ignored_columns
     checked = validate(raw, assume_tz=assume_tz)
     good, rejected = checked.good, checked.rejected
     in_slice = rejected

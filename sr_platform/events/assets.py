@@ -65,6 +65,8 @@ def new_resistance_events(context: dg.AssetExecutionContext, config: LoadConfig,
         except loader.EventFileError as exc:
             context.log.warning(str(exc))
             continue
+        if r.ignored_columns:
+            context.log.warning(f"{path.name}: ignored columns {r.ignored_columns}")
         if r.rows_read == 0:
             continue
         read, loaded, dupes, rejected = (read + r.rows_read, loaded + r.loaded,
