@@ -1,6 +1,6 @@
 -- 0004 load log: one row per (file, slice) load, so operators and asset checks can see what
 -- each load read, inserted, skipped as duplicate and quarantined; and analyze_partition() so
--- sr_writer can refresh a leaf's statistics mid-load (ANALYZE needs the owner).
+-- sr_writer can refresh an events leaf's statistics mid-load (ANALYZE needs the owner).
 
 CREATE TABLE load_log (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -32,16 +32,14 @@ SECURITY DEFINER
 SET search_path = pg_catalog, public
 AS $$
 DECLARE
-    t text;
     leaf text;
 BEGIN
     PERFORM check_partition_key(p_instrument, p_granularity);
-    FOREACH t IN ARRAY ARRAY['new_resistance_events', 'support_and_resistance_master'] LOOP
-        leaf := t || '_' || lower(p_granularity) || '_' || lower(p_instrument);
-        IF to_regclass(format('public.%I', leaf)) IS NOT NULL THEN
-            EXECUTE format('ANALYZE public.%I', leaf);
-        END IF;
-    END LOOP;
+    -- the events leaf only: it is what the levels' foreign-key checks probe
+    leaf := 'new_resistance_events_' || lower(p_granularity) || '_' || lower(p_instrument);
+    IF to_regclass(format('public.%I', leaf)) IS NOT NULL THEN
+        EXECUTE format('ANALYZE public.%I', leaf);
+    END IF;
 END
 $$;
 REVOKE EXECUTE ON FUNCTION analyze_partition(text, text) FROM PUBLIC;
