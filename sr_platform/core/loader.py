@@ -81,12 +81,13 @@ def file_pairs(path: Path) -> set[Pair]:
     return set(zip(instrument[ok], granularity[ok], strict=True))
 
 
-def _existing_partitions(conn: psycopg.Connection, pairs: set[Pair]) -> set[Pair]:
-    """Pairs whose events leaf exists (a catalog lookup; list_partitions() sizes every leaf)."""
+def _leaf_tuples(conn: psycopg.Connection, pairs: Iterable[Pair]) -> dict[Pair, float]:
+    """The planner's row estimate of each existing events leaf of `pairs` (a catalog lookup;
+    list_partitions() would also size every leaf)."""
     names = {leaf_name("new_resistance_events", p): p for p in pairs}
-    found = conn.execute("SELECT relname::text FROM pg_class WHERE relname = ANY(%s) "
+    found = conn.execute("SELECT relname::text, reltuples FROM pg_class WHERE relname = ANY(%s) "
                          "AND relnamespace = 'public'::regnamespace", (list(names),))
-    return {names[r[0]] for r in found}
+    return {names[name]: tuples for name, tuples in found}
 
 
 def ensure_partitions(url: str, pairs: Iterable[Pair]) -> int:
@@ -94,7 +95,7 @@ def ensure_partitions(url: str, pairs: Iterable[Pair]) -> int:
     created = 0
     with db.connect(url, role=db.WRITER_ROLE, autocommit=True) as conn:
         pairs = set(pairs)
-        missing = pairs - _existing_partitions(conn, pairs)
+        missing = pairs - _leaf_tuples(conn, pairs).keys()
         for instrument, granularity in sorted(missing):
             created += conn.execute("SELECT ensure_partition(%s, %s)",
                                     (instrument, granularity)).fetchone()[0]
@@ -173,7 +174,6 @@ def prepare(path: Path, pair: Pair | None = None, assume_tz: str | None = None) 
         good = good[(good["instrument"] == pair[0]) & (good["granularity"] == pair[1])]
         in_slice = [r for r in rejected if (str(r.raw.get("instrument", "")).strip(),
                                             str(r.raw.get("granularity", "")).strip()) == pair]
-    if pair is not None:
         result.ids = set(good["original_event_id"])
     result.rejected = len(in_slice)
     result.rows_read = len(good) + len(in_slice)
@@ -191,11 +191,8 @@ def _stale_leaves(conn: psycopg.Connection, adding: dict[Pair, int]) -> list[Pai
     the statistics of an empty table (the FK check planned a seq scan per row) and 1.4 s after
     ANALYZE, so a leaf is analyzed inside the load whenever the load changes it materially
     (below ANALYZE_MIN_ROWS rows a scan per check costs less than the ANALYZE)."""
-    names = {leaf_name("new_resistance_events", p): p for p in adding}
-    rows = conn.execute("SELECT relname::text, reltuples FROM pg_class WHERE relname = ANY(%s) "
-                        "AND relnamespace = 'public'::regnamespace", (list(names),))
-    return [names[name] for name, tuples in rows
-            if adding[names[name]] > max(ANALYZE_MIN_ROWS, 0.2 * max(tuples, 0))]
+    return [p for p, tuples in _leaf_tuples(conn, adding).items()
+            if adding[p] > max(ANALYZE_MIN_ROWS, 0.2 * max(tuples, 0))]
 
 
 def write(prep: Prepared, url: str, progress: Callable[[int], None] | None = None

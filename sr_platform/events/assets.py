@@ -26,12 +26,11 @@ class LoadConfig(dg.Config):
 
 
 def _leaf_stats(url: str, table: str, pair: tuple[str, str]) -> tuple[int, int]:
+    """(rows, bytes on disk) of the pair's leaf of `table`."""
+    leaf = loader.leaf_name(table, pair)
     with db.connect(url, role=db.READER_ROLE) as conn:
-        leaf = sql.Identifier(loader.leaf_name(table, pair))
-        rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(leaf)).fetchone()[0]
-        size = conn.execute("SELECT pg_total_relation_size(%s::regclass)",
-                            (loader.leaf_name(table, pair),)).fetchone()[0]
-    return rows, size
+        return conn.execute(sql.SQL("SELECT count(*), pg_total_relation_size(%s::regclass) "
+                                    "FROM {}").format(sql.Identifier(leaf)), (leaf,)).fetchone()
 
 
 @dg.asset(
