@@ -1,5 +1,5 @@
 -- 0001 down: remove the grants and default privileges; drop the roles unless another database
--- on this server still uses them (roles are cluster-wide).
+-- on this server still uses them (roles are cluster-wide) or we may not (a non-admin owner).
 ALTER DEFAULT PRIVILEGES FOR ROLE sr_owner IN SCHEMA public
     GRANT EXECUTE ON FUNCTIONS TO PUBLIC;
 ALTER DEFAULT PRIVILEGES FOR ROLE sr_owner IN SCHEMA public
@@ -19,8 +19,12 @@ BEGIN
     FOREACH r IN ARRAY ARRAY['sr_writer', 'sr_reader', 'sr_owner'] LOOP
         BEGIN
             EXECUTE format('DROP ROLE IF EXISTS %I', r);
-        EXCEPTION WHEN dependent_objects_still_exist THEN
-            RAISE NOTICE 'role % kept: other databases on this server still use it', r;
+        EXCEPTION
+            WHEN dependent_objects_still_exist THEN
+                RAISE NOTICE 'role % kept: other databases on this server still use it', r;
+            WHEN insufficient_privilege OR object_in_use THEN
+                -- migrating as sr_owner: roles are the administrator's to drop
+                RAISE NOTICE 'role % kept: dropping roles is cluster administration', r;
         END;
     END LOOP;
 END

@@ -1,9 +1,12 @@
 -- 0001 roles: who may do what.
---   sr_owner  owns every object the migrations create and runs the DDL (migrations SET ROLE to it)
---   sr_writer inserts, updates, deletes and calls ensure_partition (loads run as this role)
+--   sr_owner  owns every object the migrations create and runs the DDL (migrations connect as
+--             it, or SET ROLE to it)
+--   sr_writer inserts, updates, deletes and calls ensure_partition (loads log in as a member)
 --   sr_reader selects only
 -- Roles are cluster-wide, so they are created only when missing (another database on the same
--- server may already use them).
+-- server may already use them). Creating roles is cluster administration: on the local cluster
+-- it is done before any migration, which then runs as sr_owner itself and finds them; on an
+-- external server an administrator (CREATEROLE) runs this step, or creates them beforehand.
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'sr_owner') THEN
@@ -18,10 +21,23 @@ BEGIN
 END
 $$;
 
--- the writer reads too
-GRANT sr_reader TO sr_writer;
--- the migrating (connecting) user must be able to SET ROLE to each of them
-GRANT sr_owner, sr_writer, sr_reader TO CURRENT_USER;
+DO $$
+BEGIN
+    -- the writer reads too
+    IF NOT pg_has_role('sr_writer', 'sr_reader', 'MEMBER') THEN
+        GRANT sr_reader TO sr_writer;
+    END IF;
+    -- the migrating user must be able to SET ROLE sr_owner (a no-op when it is sr_owner or a
+    -- superuser); an administrator also gets the other two, so one URL can serve everything
+    -- on a server where separate login roles are not set up (weaker: see core/db.py)
+    IF NOT pg_has_role(current_user, 'sr_owner', 'MEMBER') THEN
+        GRANT sr_owner TO CURRENT_USER;
+    END IF;
+    IF current_user <> 'sr_owner' AND NOT pg_has_role(current_user, 'sr_writer', 'MEMBER') THEN
+        GRANT sr_writer, sr_reader TO CURRENT_USER;
+    END IF;
+END
+$$;
 
 GRANT USAGE, CREATE ON SCHEMA public TO sr_owner;
 GRANT USAGE ON SCHEMA public TO sr_reader, sr_writer;

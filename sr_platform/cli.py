@@ -19,7 +19,7 @@ def _db_start(args) -> int:
         return 0
     cluster = db.local_cluster()
     cluster.start()
-    db.ensure_database(cluster.url(), settings.APP_DATABASE)
+    db.ensure_database(cluster.url(), settings.APP_DATABASE, owner=db.OWNER_ROLE)
     print(f"PostgreSQL running on 127.0.0.1:{cluster.port} (data in {cluster.data_dir})")
     return 0
 
@@ -46,7 +46,11 @@ def _db_status(args) -> int:
         print(f"version:  PostgreSQL {s.server_version}\nrevision: {s.revision}")
         return 0
     st = db.local_cluster().status()
-    print(f"database: local cluster\ndata:     {st.data_dir}\nport:     {st.port}\n"
+    runs_as = f"{st.service_user} (we are root; PostgreSQL refuses to run as root)" \
+        if st.service_user else "the current user"
+    print(f"database: local cluster\ndata:     {st.data_dir}\nruntime:  {st.runtime_dir}\n"
+          f"runs as:  {runs_as}\nport:     {st.port} (127.0.0.1 only)\n"
+          f"auth:     scram-sha-256; passwords in {st.passfile} (0600)\n"
           f"version:  {st.version}\nbinaries: {st.bin_dir}\nlog:      {st.log_file}\n"
           f"state:    {'up' if st.running else 'down'}")
     if st.running:
@@ -55,7 +59,7 @@ def _db_status(args) -> int:
 
 
 def _db_url(args) -> int:
-    url = db.database_url(args.database)
+    url = db.database_url(args.database, role=ROLE_CHOICES[args.role])
     print(db.sqlalchemy_url(url, args.driver) if args.driver else url)
     return 0
 
@@ -84,6 +88,8 @@ def _db_history(args) -> int:
     return 0
 
 
+ROLE_CHOICES = {"writer": db.WRITER_ROLE, "reader": db.READER_ROLE, "owner": db.OWNER_ROLE,
+                "admin": db.ADMIN_ROLE}
 EXIT_OK, EXIT_ERROR, EXIT_REJECTED, EXIT_NOT_EVENT_FILE = 0, 1, 2, 3
 
 
@@ -153,15 +159,17 @@ def _generate(args) -> int:
 
 
 def dev_environment() -> dict[str, str]:
-    """Environment for Dagster processes: DAGSTER_HOME and both database URLs."""
+    """Environment for Dagster processes: DAGSTER_HOME, the landing zone and the URLs of
+    the platform database (as the writer) and of Dagster's storage (as its own login role)."""
     url = db.database_url()
-    db.ensure_database(url, settings.DAGSTER_DATABASE)
+    db.ensure_database(url, settings.DAGSTER_DATABASE, owner=db.DAGSTER_ROLE)
     env = dict(os.environ)
     env.setdefault("DAGSTER_HOME", str(settings.PROJECT_ROOT))
-    env[settings.DATABASE_URL_ENV] = url
+    env[settings.DATABASE_URL_ENV] = url  # saves each Dagster process a cluster check
     env["SR_PLATFORM_LANDING_DIR"] = str(landing.landing_dir())
-    env["SR_PLATFORM_DAGSTER_STORAGE_URL"] = db.sqlalchemy_url(
-        db.with_database(url, settings.DAGSTER_DATABASE), "psycopg2")
+    env.setdefault("SR_PLATFORM_DAGSTER_STORAGE_URL", db.sqlalchemy_url(
+        db.role_url(db.with_database(url, settings.DAGSTER_DATABASE), db.DAGSTER_ROLE),
+        "psycopg2"))
     return env
 
 
@@ -200,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     u = dbs.add_parser("url", help="print the database URL")
     u.add_argument("--database", default=None, help="another database on the same server")
     u.add_argument("--driver", default=None, help="SQLAlchemy driver suffix, e.g. psycopg2")
+    u.add_argument("--role", choices=list(ROLE_CHOICES), default="writer",
+                   help="whose rights the URL carries (local cluster; default writer: loads). "
+                   "reader for analysts, owner for migrations, admin for cluster work")
     u.set_defaults(fn=_db_url)
     up = dbs.add_parser("upgrade", help="migrate forward (default: head)")
     up.add_argument("revision", nargs="?", default="head")

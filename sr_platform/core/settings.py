@@ -6,7 +6,9 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
-DATABASE_URL_ENV = "SR_PLATFORM_DATABASE_URL"
+DATABASE_URL_ENV = "SR_PLATFORM_DATABASE_URL"  # external server: the writer's URL
+OWNER_URL_ENV = "SR_PLATFORM_OWNER_URL"  # external server: migrations (default: the above)
+READER_URL_ENV = "SR_PLATFORM_READER_URL"  # external server: read-only work (default: above)
 APP_DATABASE = "sr_platform"
 DAGSTER_DATABASE = "dagster"
 
@@ -35,5 +37,10 @@ def default_port() -> int:
     return int(os.environ.get("SR_PLATFORM_PG_PORT", "54329"))
 
 
+def env(name: str) -> str | None:
+    """An environment variable, with empty meaning unset."""
+    return os.environ.get(name) or None
+
+
 def external_database_url() -> str | None:
-    return os.environ.get(DATABASE_URL_ENV) or None
+    return env(DATABASE_URL_ENV)
