@@ -5,11 +5,12 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from .core import db, landing, loader, migrate, settings
+from .core import backup, db, landing, loader, migrate, settings
 from .core.catalog import schema_summary
 
 
@@ -158,6 +159,82 @@ def _generate(args) -> int:
     return EXIT_OK
 
 
+def _parse_time(text: str) -> datetime:
+    t = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    if t.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset (write Z or +hh:mm)")
+    return t
+
+
+def _prune(args) -> int:
+    from .core import retention
+
+    report = retention.prune(as_of=_parse_time(args.as_of) if args.as_of else None,
+                             dry_run=args.dry_run,
+                             archive_dir=backup.backup_dir() / "archive" if args.archive
+                             else None)
+    verb = "would delete" if report.dry_run else "deleted"
+    print(f"retention as of {report.as_of.isoformat()} ({'dry run' if report.dry_run else ''}"
+          f"{'' if report.dry_run else 'applied'}):")
+    for table, cutoff in report.cutoffs.items():
+        print(f"  {table:<32} keeps rows from {cutoff.isoformat()}")
+    for lp in report.leaves:
+        print(f"  {verb} {lp.rows:>10,}  {lp.partition}")
+    for table, n in report.rows.items():
+        oldest = report.oldest.get(table)
+        print(f"  {table:<32} {verb} {n:>10,}; oldest kept: "
+              f"{oldest.isoformat() if oldest else '-'}")
+    for path in report.archived:
+        print(f"  archived: {path}")
+    print(f"  {report.seconds:.2f} s")
+    return EXIT_OK
+
+
+def _backup(args) -> int:
+    if args.action == "list":
+        rows = [(b.id, "logical", b.created_at, b.bytes,
+                 "yes" if b.verified and b.verified.get("ok") else
+                 "FAILED" if b.verified else "no", str(b.path))
+                for b in backup.list_backups()]
+        from .core import pitr
+
+        rows += [(b.id, "physical", b.started_at, b.bytes, "pg_verifybackup", str(b.path))
+                 for b in pitr.list_base_backups()]
+        print(f"{'id':<20} {'kind':<9} {'created (UTC)':<20} {'bytes':>14} {'restored':<15} path")
+        for bid, kind, created, size, verified, path in sorted(rows, key=lambda r: r[2]):
+            print(f"{bid:<20} {kind:<9} {created:%Y-%m-%d %H:%M:%S} {size:>14,} {verified:<15} "
+                  f"{path}")
+        return EXIT_OK
+    b = backup.take_backup()
+    print(f"{b.id} {b.path}")
+    if not settings.external_database_url():
+        from .core import pitr
+
+        base = pitr.take_base_backup()
+        print(f"{base.id} {base.path} (physical base backup)")
+    if not args.no_verify:
+        outcome = backup.verify(b.id)
+        print(f"restored into a scratch database: {'ok' if outcome['ok'] else 'MISMATCH'} "
+              f"({outcome['restore_seconds']} s)")
+        return EXIT_OK if outcome["ok"] else EXIT_ERROR
+    return EXIT_OK
+
+
+def _restore(args) -> int:
+    counts = backup.restore(args.backup_id, args.into, replace=args.replace)
+    print(f"restored {args.backup_id} into database {args.into}: "
+          + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
+    return EXIT_OK
+
+
+def _recover(args) -> int:
+    from .core import pitr
+
+    url, _ = pitr.recover(_parse_time(args.to), Path(args.into), args.port)
+    print(url)
+    return EXIT_OK
+
+
 def dev_environment() -> dict[str, str]:
     """Environment for Dagster processes: DAGSTER_HOME, the landing zone and the URLs of
     the platform database (as the writer) and of Dagster's storage (as its own login role)."""
@@ -241,6 +318,33 @@ def build_parser() -> argparse.ArgumentParser:
                      help="share of bars that become events")
     gen.add_argument("--format", choices=["csv", "parquet"], default="csv")
     gen.set_defaults(fn=_generate)
+
+    pr = sub.add_parser("prune", help="apply the retention policy (2 y events, 5 y features)")
+    pr.add_argument("--as-of", default=None, metavar="ISO8601",
+                    help="prune as if it were this time (default now)")
+    pr.add_argument("--dry-run", action="store_true", help="report only; change nothing")
+    pr.add_argument("--archive", action="store_true",
+                    help="write pruned events/features to Parquet under the backup directory")
+    pr.set_defaults(fn=_prune)
+
+    bk = sub.add_parser("backup", help="take a backup (logical + physical on the local "
+                        "cluster), restore it into a scratch database to prove it; or list")
+    bk.add_argument("action", nargs="?", choices=["list"], default=None)
+    bk.add_argument("--no-verify", action="store_true", help="skip the proving restore")
+    bk.set_defaults(fn=_backup)
+
+    rs = sub.add_parser("restore", help="restore a logical backup into a new database")
+    rs.add_argument("backup_id")
+    rs.add_argument("--into", required=True, metavar="DBNAME")
+    rs.add_argument("--replace", action="store_true",
+                    help="drop and replace DBNAME if it exists")
+    rs.set_defaults(fn=_restore)
+
+    rc = sub.add_parser("recover", help="point-in-time recovery into a NEW local cluster")
+    rc.add_argument("--to", required=True, metavar="ISO8601")
+    rc.add_argument("--into", required=True, metavar="DIR")
+    rc.add_argument("--port", type=int, default=None)
+    rc.set_defaults(fn=_recover)
 
     dev = sub.add_parser("dev", help="start everything and serve the Dagster UI")
     dev.add_argument("--host", default="127.0.0.1")

@@ -96,7 +96,21 @@ def ensure_database(url: str, name: str, owner: str | None = None) -> None:
         try:
             conn.execute(stmt)
         except psycopg.errors.DuplicateDatabase:
-            pass  # created concurrently
+            return  # created concurrently
+    if owner == OWNER_ROLE:
+        ensure_extensions(with_database(admin, name))
+
+
+def ensure_extensions(admin_url: str) -> None:
+    """pg_stat_statements in the database, where the server has it and we may create it
+    (an extension is cluster administration: the URL must be an administrator's)."""
+    try:
+        with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_available_extensions "
+                            "WHERE name = 'pg_stat_statements'").fetchone():
+                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    except psycopg.errors.InsufficientPrivilege:
+        pass  # monitoring reports that top statements are unavailable
 
 
 def drop_database(url: str, name: str) -> None:

@@ -34,6 +34,7 @@ SERVICE_USER = "srpg"
 CONF_NAME = "sr_platform.conf"
 RUNTIME_ROOT = Path("/var/lib/sr-platform")
 SUPERUSER = "postgres"
+PROVISION_VERSION = 2  # bump when provision() grants something new
 
 # login roles of the local cluster -> the group role whose rights they carry (None: their own)
 LOGIN_ROLES = {
@@ -144,6 +145,7 @@ class LocalCluster:
         self.run_dir = self.runtime / "run"
         self.log_file = self.runtime / "log" / "postgresql.log"
         self.passfile = self.home / "pgpass"
+        self.wal_archive = self.runtime / "wal_archive"
         self._wanted_port = port
 
     # -- binaries ------------------------------------------------------------------------------
@@ -212,12 +214,14 @@ class LocalCluster:
             # /var/lib/sr-platform is ours; only the service account enters its subdirectory
             self.runtime.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             self.runtime.mkdir(mode=0o700, exist_ok=True)
-        for d in (self.runtime, self.data_dir, self.run_dir, self.log_file.parent):
+        service_dirs = (self.runtime, self.data_dir, self.run_dir, self.log_file.parent,
+                        self.wal_archive)
+        for d in service_dirs:
             d.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
         self.run_dir.chmod(0o700)
         if account is not None:
-            for d in (self.runtime, self.data_dir, self.run_dir, self.log_file.parent):
+            for d in service_dirs:
                 shutil.chown(d, account.pw_uid, account.pw_gid)
             if self.runtime != self.home:
                 self.runtime.chmod(0o700)
@@ -229,8 +233,10 @@ class LocalCluster:
 
     def _write_passfile(self, passwords: dict[str, str], port: int) -> None:
         lines = ["# sr-platform local cluster: libpq password file (keep it 0600)"]
+        # any port: a cluster recovered from this one's backups (`sr-platform recover`) has
+        # the same roles and passwords and runs on a port of its own
         for host in ("127.0.0.1", "localhost"):
-            lines += [f"{host}:{port}:*:{role}:{pw}" for role, pw in passwords.items()]
+            lines += [f"{host}:*:*:{role}:{pw}" for role, pw in passwords.items()]
         fd = os.open(self.passfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write("\n".join(lines) + "\n")
@@ -300,15 +306,24 @@ work_mem = '32MB'
 maintenance_work_mem = '512MB'
 max_wal_size = '4GB'
 checkpoint_timeout = '15min'
-# replica-level WAL: what base backups and point-in-time recovery need later
+# replica-level WAL, archived: any second since the oldest kept base backup can be recovered.
+# The archive command never overwrites a file (a second cluster archiving into the same place
+# fails loudly instead of corrupting the archive).
 wal_level = replica
 max_wal_senders = 10
+archive_mode = on
+archive_command = '{self._archive_command()}'
+archive_timeout = 300
 # short OLTP-ish queries: JIT compile time would dominate p99
 jit = off
 track_io_timing = on
 log_min_duration_statement = 1000
 log_line_prefix = '%m [%p] %q%u@%d '
 """
+
+    def _archive_command(self) -> str:
+        a = self.wal_archive
+        return f"test ! -f {a}/%f && cp %p {a}/%f.tmp && mv {a}/%f.tmp {a}/%f"
 
     def init(self) -> None:
         self._prepare_dirs()
@@ -339,13 +354,20 @@ log_line_prefix = '%m [%p] %q%u@%d '
         finally:
             pwfile.unlink(missing_ok=True)
         (self.data_dir / "pg_hba.conf").write_text(PG_HBA)
-        conf = self.data_dir / CONF_NAME
-        conf.write_text(self._settings(port))
+        if account is not None:
+            shutil.chown(self.data_dir / "pg_hba.conf", account.pw_uid, account.pw_gid)
+        self._write_settings(port)
         with open(self.data_dir / "postgresql.conf", "a") as fh:
             fh.write(f"\ninclude = '{CONF_NAME}'\n")
+
+    def _write_settings(self, port: int) -> None:
+        """The project's settings file, rewritten at each start: what the code says is what
+        runs (settings that need a restart take effect at the next start)."""
+        conf = self.data_dir / CONF_NAME
+        conf.write_text(self._settings(port))
+        account = _service_account()
         if account is not None:
-            for f in (conf, self.data_dir / "pg_hba.conf"):
-                shutil.chown(f, account.pw_uid, account.pw_gid)
+            shutil.chown(conf, account.pw_uid, account.pw_gid)
 
     def start(self) -> None:
         with self._lock():
@@ -357,14 +379,15 @@ log_line_prefix = '%m [%p] %q%u@%d '
                         f"edit {self.data_dir / CONF_NAME} or stop that process"
                     )
                 self._prepare_dirs()
+                self._write_settings(self.port)
                 self._run([self._bin("pg_ctl"), "start", "-w", "-t", "60", "-D",
                            str(self.data_dir), "-l", str(self.log_file)])
             if self.passwords().keys() != LOGIN_ROLES.keys() or not self._provisioned():
                 self.provision()
 
     def _provisioned(self) -> bool:
-        return (self.home / ".provisioned").exists() and \
-            (self.home / ".provisioned").read_text() == str(self.port)
+        stamp = self.home / ".provisioned"
+        return stamp.exists() and stamp.read_text() == f"{self.port}:{PROVISION_VERSION}"
 
     def provision(self) -> None:
         """Create the login roles with their passwords (idempotent; cluster administration,
@@ -379,6 +402,8 @@ log_line_prefix = '%m [%p] %q%u@%d '
                                     (role,)).fetchone():
                     conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
             conn.execute("GRANT sr_reader TO sr_writer")
+            # monitoring as the reader sees every session and statement (pg_stat_* views)
+            conn.execute("GRANT pg_read_all_stats TO sr_reader")
             for role, group in LOGIN_ROLES.items():
                 ident = sql.Identifier(role)
                 if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
@@ -389,7 +414,7 @@ log_line_prefix = '%m [%p] %q%u@%d '
                     ident, sql.Literal(pw[role])))
                 if group:
                     conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), ident))
-        (self.home / ".provisioned").write_text(str(self.port))
+        (self.home / ".provisioned").write_text(f"{self.port}:{PROVISION_VERSION}")
 
     def stop(self) -> None:
         with self._lock():

@@ -1,0 +1,214 @@
+"""Database health: one snapshot of the numbers an operator watches, and the checks on them.
+
+Everything comes from PostgreSQL's own statistics views (pg_stat_*, pg_class, pg_stat_archiver,
+pg_stat_statements where installed) and the backup directory, read as the reader role (which
+holds pg_read_all_stats on the local cluster, so it sees every session and statement).
+"""
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import backup, db, retention
+from .catalog import catch_all_rows
+
+TABLES = (retention.EVENTS, retention.LEVELS, retention.FEATURES, "rejected_events",
+          "load_log")
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name) or default)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """(warn, error) pairs; environment variables SR_PLATFORM_HEALTH_* override them."""
+
+    backup_age_hours: tuple[float, float] = (26, 50)
+    retention_lag_days: tuple[float, float] = (1, 7)
+    dead_tuple_ratio: tuple[float, float] = (0.2, 0.5)
+    free_disk_pct: tuple[float, float] = (20, 10)  # below these
+    min_rows_for_dead_ratio: int = 1000
+
+    @classmethod
+    def from_env(cls) -> "Thresholds":
+        d = cls()
+
+        def pair(name: str, default: tuple[float, float]) -> tuple[float, float]:
+            return (_env_float(f"SR_PLATFORM_HEALTH_{name}_WARN", default[0]),
+                    _env_float(f"SR_PLATFORM_HEALTH_{name}_ERROR", default[1]))
+
+        return cls(pair("BACKUP_AGE_HOURS", d.backup_age_hours),
+                   pair("RETENTION_LAG_DAYS", d.retention_lag_days),
+                   pair("DEAD_TUPLE_RATIO", d.dead_tuple_ratio),
+                   pair("FREE_DISK_PCT", d.free_disk_pct))
+
+
+@dataclass
+class Check:
+    name: str
+    level: str  # "ok", "warn", "error"
+    summary: str
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class Health:
+    taken_at: datetime
+    metrics: dict[str, float | int | None]
+    oldest: dict[str, datetime | None]
+    top_statements: list[dict]
+    partitions: list[dict]
+    notes: list[str]
+    checks: list[Check] = field(default_factory=list)
+
+
+def _level(value: float | None, warn: float, error: float, below: bool = False) -> str:
+    if value is None:
+        return "ok"
+    if below:
+        return "error" if value < error else "warn" if value < warn else "ok"
+    return "error" if value > error else "warn" if value > warn else "ok"
+
+
+def collect(url: str | None = None, backup_root: Path | None = None,
+            data_dir: Path | None = None, thresholds: Thresholds | None = None,
+            policy: retention.Policy | None = None, now: datetime | None = None) -> Health:
+    url = url or db.database_url()
+    now = now or datetime.now(UTC)
+    th = thresholds or Thresholds.from_env()
+    policy = policy or retention.Policy.from_env()
+    m: dict[str, float | int | None] = {}
+    notes: list[str] = []
+    with db.connect(url, role=db.READER_ROLE, autocommit=True) as conn:
+        m["database_bytes"] = conn.execute(
+            "SELECT pg_database_size(current_database())").fetchone()[0]
+        leaves = conn.execute(
+            """SELECT p.table_name, p.partition_name, p.total_bytes,
+                      coalesce(s.n_live_tup, 0), coalesce(s.n_dead_tup, 0),
+                      s.last_autovacuum, s.last_autoanalyze,
+                      coalesce(s.n_tup_ins + s.n_tup_upd + s.n_tup_del, 0)
+               FROM list_partitions() p
+               LEFT JOIN pg_stat_user_tables s
+                      ON s.relid = ('public.' || p.partition_name)::regclass
+               ORDER BY 1, 2""").fetchall()
+        partitions = [dict(zip(("table", "partition", "bytes", "live_rows", "dead_rows",
+                                "last_autovacuum", "last_autoanalyze", "writes"), r,
+                               strict=True)) for r in leaves]
+        for t in TABLES:
+            part = [p for p in partitions if p["table"] == t]
+            if part:
+                m[f"{t}_bytes"] = sum(p["bytes"] for p in part)
+                m[f"{t}_rows"] = sum(p["live_rows"] for p in part)
+            else:
+                m[f"{t}_bytes"], m[f"{t}_rows"] = conn.execute(
+                    "SELECT pg_total_relation_size(%s::regclass), coalesce((SELECT n_live_tup "
+                    "FROM pg_stat_user_tables WHERE relid = %s::regclass), 0)",
+                    (t, t)).fetchone()
+        m["dead_rows"] = sum(p["dead_rows"] for p in partitions)
+        ratios = [(p["dead_rows"] / (p["live_rows"] + p["dead_rows"]), p["partition"])
+                  for p in partitions
+                  if p["live_rows"] + p["dead_rows"] >= th.min_rows_for_dead_ratio]
+        worst = max(ratios, default=(0.0, None))
+        m["max_dead_tuple_ratio"] = round(worst[0], 4)
+        busiest = max(partitions, key=lambda p: p["writes"], default=None)
+        for key in ("last_autovacuum", "last_autoanalyze"):
+            when = busiest and busiest[key]
+            m[f"seconds_since_{key}_of_busiest_leaf"] = \
+                round((now - when).total_seconds()) if when else None
+        hit, read = conn.execute(
+            "SELECT blks_hit, blks_read FROM pg_stat_database "
+            "WHERE datname = current_database()").fetchone()
+        m["cache_hit_ratio"] = round(hit / (hit + read), 4) if hit + read else 1.0
+        m["connections"] = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+        ).fetchone()[0]
+        m["longest_query_seconds"] = round(conn.execute(
+            "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - query_start)), 0) "
+            "FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'").fetchone()[0], 3)
+        archived, failed, last_archived, last_failed = conn.execute(
+            "SELECT archived_count, failed_count, last_archived_time, last_failed_time "
+            "FROM pg_stat_archiver").fetchone()
+        archive_mode = conn.execute("SHOW archive_mode").fetchone()[0]
+        m["wal_archived"] = archived
+        m["wal_archive_failures"] = failed
+        m["wal_archive_lag_seconds"] = round((now - last_archived).total_seconds()) \
+            if last_archived else None
+        m["wal_archive_failing"] = int(bool(last_failed and (not last_archived
+                                                             or last_failed > last_archived)))
+        defaults, guard_rows = catch_all_rows(conn)
+        m["catch_all_rows"] = guard_rows
+        m["default_partitions"] = defaults
+        top: list[dict] = []
+        if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"
+                        ).fetchone():
+            top = [dict(zip(("query", "calls", "total_ms", "mean_ms", "rows"), r, strict=True))
+                   for r in conn.execute(
+                       "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 120), calls, "
+                       "round(total_exec_time::numeric, 1), round(mean_exec_time::numeric, 3), "
+                       "rows FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database "
+                       "WHERE datname = current_database()) ORDER BY total_exec_time DESC "
+                       "LIMIT 10")]
+        else:
+            notes.append("pg_stat_statements is not installed in this database (an "
+                         "administrator can CREATE EXTENSION pg_stat_statements); no top "
+                         "statements")
+    oldest = retention.oldest_rows(url)
+    newest = backup.newest_verified(backup_root)
+    m["newest_backup_age_hours"] = round(backup.age(newest, now).total_seconds() / 3600, 2) \
+        if newest else None
+    if data_dir is None and db.has_passfile(url):  # our local cluster: its disk is here
+        data_dir = db.local_cluster().runtime
+    if data_dir is not None:
+        usage = shutil.disk_usage(data_dir)
+        m["free_disk_pct"] = round(100 * usage.free / usage.total, 2)
+        m["free_disk_bytes"] = usage.free
+    else:
+        m["free_disk_pct"] = None
+        notes.append("free disk: the data directory is not on this machine")
+    h = Health(now, m, oldest, top, partitions, notes)
+    h.checks = _checks(h, th, policy, archive_mode)
+    return h
+
+
+def _checks(h: Health, th: Thresholds, policy: retention.Policy, archive_mode: str
+            ) -> list[Check]:
+    m, out = h.metrics, []
+    age = m["newest_backup_age_hours"]
+    out.append(Check("backup_is_recent",
+                     "error" if age is None else _level(age, *th.backup_age_hours),
+                     "no verified backup" if age is None
+                     else f"newest verified backup is {age:.1f} h old",
+                     {"newest_backup_age_hours": age, "warn_hours": th.backup_age_hours[0],
+                      "error_hours": th.backup_age_hours[1]}))
+    cut = policy.cutoffs(h.taken_at)
+    lags = {}
+    for table, key in ((retention.EVENTS, retention.EVENTS),
+                       (retention.FEATURES, retention.FEATURES)):
+        oldest = h.oldest.get(table)
+        lags[table] = round((cut[key] - oldest).total_seconds() / 86400, 3) \
+            if oldest and oldest < cut[key] else 0.0
+    lag = max(lags.values())
+    out.append(Check("retention_is_applied", _level(lag, *th.retention_lag_days),
+                     f"oldest rows are {lag:.2f} days past the policy",
+                     {"lag_days_" + t: v for t, v in lags.items()}))
+    out.append(Check("no_rows_in_catch_all_partitions",
+                     "error" if m["catch_all_rows"] or m["default_partitions"] else "ok",
+                     f"{m['catch_all_rows']} rows in NULL-guard partitions, "
+                     f"{m['default_partitions']} DEFAULT partitions",
+                     {"rows": m["catch_all_rows"]}))
+    out.append(Check("dead_tuple_ratio", _level(m["max_dead_tuple_ratio"], *th.dead_tuple_ratio),
+                     f"worst leaf has {m['max_dead_tuple_ratio']:.1%} dead rows",
+                     {"max_dead_tuple_ratio": m["max_dead_tuple_ratio"]}))
+    free = m["free_disk_pct"]
+    out.append(Check("free_disk", _level(free, *th.free_disk_pct, below=True),
+                     "not measurable here" if free is None else f"{free:.1f}% free",
+                     {"free_disk_pct": free}))
+    out.append(Check("wal_archiving_works",
+                     "error" if m["wal_archive_failing"] else "ok",
+                     f"archive_mode={archive_mode}; {m['wal_archive_failures']} failures",
+                     {"failures": m["wal_archive_failures"], "archive_mode": archive_mode}))
+    return out

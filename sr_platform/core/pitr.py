@@ -1,0 +1,195 @@
+"""Physical base backups of the local cluster, WAL archive cleanup, point-in-time recovery.
+
+The local cluster archives every WAL segment (localpg: archive_mode, an archive command that
+never overwrites). A base backup (`pg_basebackup -Ft -z`, checked with `pg_verifybackup`) plus
+the archived WAL after it can rebuild the cluster as it was at any second since that backup.
+`recover` does that into a NEW cluster (its own directory and port); the live one is untouched.
+
+Physical backups need the cluster's files and a replication connection, so they exist only for
+the local cluster; on another server use pgBackRest (docs/backup.md).
+"""
+
+import json
+import shutil
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from . import backup, db, settings
+from .localpg import LocalCluster, _service_account, read_pgpass
+
+BASE_DIR = "base"
+
+
+class RecoveryError(RuntimeError):
+    pass
+
+
+def _require_local() -> LocalCluster:
+    if settings.external_database_url():
+        raise RecoveryError(
+            "physical backups and point-in-time recovery need the project's local cluster; "
+            f"{settings.DATABASE_URL_ENV} names another server: use pgBackRest there "
+            "(docs/backup.md)")
+    cluster = db.local_cluster()
+    cluster.start()
+    return cluster
+
+
+@dataclass
+class BaseBackup:
+    id: str
+    path: Path
+    started_at: datetime
+    finished_at: datetime
+    start_wal: str
+    bytes: int
+    seconds: float
+
+
+def _start_wal(path: Path) -> str:
+    with tarfile.open(path / "base.tar.gz") as tar:
+        label = tar.extractfile("backup_label").read().decode()
+    for line in label.splitlines():
+        if line.startswith("START WAL LOCATION"):
+            return line.split("(file ")[1].rstrip(")")
+    raise RecoveryError(f"{path}: no START WAL LOCATION in backup_label")
+
+
+def take_base_backup(root: Path | None = None, now: datetime | None = None) -> BaseBackup:
+    cluster = _require_local()
+    root = (root or backup.backup_dir()) / BASE_DIR
+    started = time.perf_counter()
+    now = now or datetime.now(UTC)
+    backup_id = now.strftime(backup.ID_FORMAT)
+    path = root / backup_id
+    path.mkdir(parents=True)
+    admin = db.libpq_url(cluster.url("postgres"))
+    for args in ([str(cluster.source_bin_dir / "pg_basebackup"), "--dbname", admin, "-D",
+                  str(path), "-Ft", "-z", "-X", "fetch", "-c", "fast", "--no-password"],
+                 [str(cluster.source_bin_dir / "pg_verifybackup"), "--no-parse-wal",
+                  str(path)]):
+        proc = subprocess.run(args, capture_output=True, text=True)
+        if proc.returncode != 0:
+            shutil.rmtree(path, ignore_errors=True)
+            raise RecoveryError(f"{Path(args[0]).name} failed: {proc.stderr.strip()}")
+    finished = datetime.now(UTC)
+    b = BaseBackup(backup_id, path, now, finished, _start_wal(path),
+                   sum(f.stat().st_size for f in path.iterdir()), time.perf_counter() - started)
+    (path / "manifest.json").write_text(json.dumps({
+        "id": b.id, "kind": "physical", "created_at": now.isoformat(),
+        "finished_at": finished.isoformat(), "start_wal": b.start_wal, "bytes": b.bytes,
+        "seconds": round(b.seconds, 3), "server_version": cluster.version(),
+        "revision": None, "row_counts": {}, "files": {}}, indent=2) + "\n")
+    return b
+
+
+def list_base_backups(root: Path | None = None) -> list[BaseBackup]:
+    base = (root or backup.backup_dir()) / BASE_DIR
+    out = []
+    for p in sorted(base.iterdir()) if base.is_dir() else []:
+        if (p / "manifest.json").is_file():
+            m = json.loads((p / "manifest.json").read_text())
+            out.append(BaseBackup(m["id"], p, datetime.fromisoformat(m["created_at"]),
+                                  datetime.fromisoformat(m["finished_at"]), m["start_wal"],
+                                  m["bytes"], m["seconds"]))
+    return sorted(out, key=lambda b: b.started_at)
+
+
+def rotate_base_backups(root: Path | None = None, daily: int = 7, weekly: int = 4) -> list[str]:
+    """Apply the rotation to base backups, then drop archived WAL older than the oldest kept
+    base backup (nothing before it can be recovered anyway)."""
+    removed = backup.rotate((root or backup.backup_dir()) / BASE_DIR, daily, weekly)
+    kept = list_base_backups(root)
+    if kept and not settings.external_database_url():
+        cluster = db.local_cluster()
+        cluster._run([str(cluster.bin_dir / "pg_archivecleanup"), str(cluster.wal_archive),
+                      kept[0].start_wal])
+    return removed
+
+
+def _archive_through(cluster: LocalCluster, to: datetime, timeout: float = 120) -> None:
+    """Make sure the WAL holding `to` is in the archive: replay stops with an error when the
+    target lies beyond the last archived segment. Switches to a new segment and waits for the
+    archiver when needed."""
+    with psycopg.connect(db.libpq_url(cluster.url("postgres")), autocommit=True) as conn:
+        last = conn.execute("SELECT last_archived_time FROM pg_stat_archiver").fetchone()[0]
+        if last is not None and last > to:
+            return
+        wal = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+        deadline = time.monotonic() + timeout
+        while True:
+            done = conn.execute("SELECT last_archived_wal >= %s FROM pg_stat_archiver",
+                                (wal,)).fetchone()[0]
+            if done:
+                return
+            if time.monotonic() > deadline:
+                raise RecoveryError(f"WAL {wal} was not archived within {timeout:.0f} s; "
+                                    f"see {cluster.log_file}")
+            time.sleep(0.2)
+
+
+def recover(to: datetime, into: Path, port: int | None = None,
+            root: Path | None = None) -> tuple[str, LocalCluster]:
+    """Build a new cluster in `into` from the newest base backup finished before `to` plus the
+    archived WAL, replay to `to`, promote it, and return its URL (app database, writer)."""
+    live = _require_local()
+    if to.tzinfo is None:
+        raise RecoveryError("--to needs a UTC offset (e.g. 2026-11-25T10:00:00Z)")
+    candidates = [b for b in list_base_backups(root) if b.finished_at <= to]
+    if not candidates:
+        raise RecoveryError(f"no base backup finished before {to.isoformat()} "
+                            "(`sr-platform backup` takes one)")
+    base = candidates[-1]
+    _archive_through(live, to)
+    into = Path(into).resolve()
+    if into.exists() and any(into.iterdir()):
+        raise RecoveryError(f"{into} exists and is not empty")
+    target = LocalCluster(into, live.source_bin_dir,
+                          runtime_dir=None if _service_account() else into)
+    if target.initialized:
+        raise RecoveryError(f"{target.data_dir} already holds a cluster")
+    target._prepare_dirs()
+    with tarfile.open(base.path / "base.tar.gz") as tar:
+        tar.extractall(target.data_dir, filter="fully_trusted")
+    if (base.path / "pg_wal.tar.gz").exists():  # -X stream; -X fetch puts it in base.tar
+        with tarfile.open(base.path / "pg_wal.tar.gz") as tar:
+            tar.extractall(target.data_dir / "pg_wal", filter="fully_trusted")
+    from .localpg import free_port
+
+    port = port or free_port()
+    target._write_settings(port)
+    with open(target.data_dir / "postgresql.auto.conf", "a") as fh:
+        fh.write(
+            "\n# sr-platform recover\n"
+            f"restore_command = 'cp {live.wal_archive}/%f %p'\n"
+            f"recovery_target_time = '{to.astimezone(UTC).isoformat()}'\n"
+            "recovery_target_action = 'promote'\n"
+            "archive_mode = off\n")
+    (target.data_dir / "recovery.signal").write_text("")
+    account = _service_account()
+    if account is not None:
+        # the service account reads the live archive already; it must own the new data
+        subprocess.run(["chown", "-R", f"{account.pw_uid}:{account.pw_gid}",
+                        str(target.data_dir)], check=True)
+    target.data_dir.chmod(0o700)
+    shutil.copy(live.passfile, target.passfile)  # same roles, same passwords
+    target.passfile.chmod(0o600)
+    target._run([target._bin("pg_ctl"), "start", "-w", "-t", "300", "-D",
+                 str(target.data_dir), "-l", str(target.log_file)])
+    url = target.url(settings.APP_DATABASE, "postgres")
+    deadline = time.monotonic() + 300
+    while True:
+        with psycopg.connect(db.libpq_url(url)) as conn:
+            if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                break
+        if time.monotonic() > deadline:
+            raise RecoveryError(f"recovery did not finish; see {target.log_file}")
+        time.sleep(0.5)
+    assert read_pgpass(target.passfile)
+    return db.role_url(url, db.WRITER_ROLE), target
