@@ -13,10 +13,11 @@ from .events.assets import (
 from .events.jobs import load_events_job
 from .events.resources import LandingZone
 from .events.sensors import landing_zone_sensor
+from .operations.definitions import defs as operations_defs
 from .resources import PostgresResource
 from .schema.assets import database_schema
 
-defs = dg.Definitions(
+_events_and_schema = dg.Definitions(
     assets=[database_schema, landing_files, new_resistance_events,
             support_and_resistance_master, event_features],
     asset_checks=[*freshness_checks],
@@ -27,3 +28,5 @@ defs = dg.Definitions(
         "landing_zone": LandingZone(path=dg.EnvVar("SR_PLATFORM_LANDING_DIR")),
     },
 )
+
+defs = dg.Definitions.merge(_events_and_schema, operations_defs)

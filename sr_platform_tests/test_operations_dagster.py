@@ -1,0 +1,198 @@
+"""The operations domain in real Dagster against a real PostgreSQL: retention, backup proven by
+restore, partition maintenance, health figures and checks, SLA checks, schedules, and the
+run-failure alert reaching a local HTTP server."""
+
+import json
+import threading
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import dagster as dg
+import psycopg
+import pytest
+
+from sr_platform.core import db, loader
+from sr_platform.core.generate import write_event_files
+from sr_platform.definitions import defs
+from sr_platform.operations.assets import (
+    HEALTH_CHECKS,
+    SLA_CHECKS,
+    database_backup,
+    database_health,
+    partition_maintenance,
+    retention_pruning,
+    sla_benchmark,
+)
+from sr_platform.operations.resources import BackupStore
+from sr_platform.operations.sensors import run_failure_alert
+from sr_platform.resources import PostgresResource
+
+
+@pytest.fixture
+def loaded(server_url, make_db, tmp_path):
+    url = make_db(server_url)
+    files = write_event_files(tmp_path / "landing", years=0.1, instruments=2, seed=9,
+                              event_rate=0.5, end=datetime(2026, 1, 1, tzinfo=UTC))
+    loader.load_paths(files, url)
+    return url
+
+
+@pytest.fixture
+def resources(loaded, tmp_path):
+    return {"postgres": PostgresResource(database_url=loaded),
+            "backups": BackupStore(path=str(tmp_path / "backups"))}
+
+
+def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def test_retention_job_dry_run_then_prune(loaded, resources):
+    with psycopg.connect(db.libpq_url(loaded)) as conn:
+        total = conn.execute("SELECT count(*) FROM new_resistance_events").fetchone()[0]
+        older = conn.execute("SELECT count(*) FROM new_resistance_events "
+                             "WHERE event_creation_date < '2025-12-15T00:00:00Z'").fetchone()[0]
+    assert 0 < older < total
+    as_of = "2027-12-15T00:00:00Z"  # events before 2025-12-15 are older than 2 years
+    for dry_run, left in ((True, total), (False, total - older)):
+        result = dg.materialize([retention_pruning], resources=resources, run_config={
+            "ops": {"retention_pruning": {"config": {"as_of": as_of, "dry_run": dry_run}}}})
+        assert result.success
+        meta = result.asset_materializations_for_node("retention_pruning")[0].metadata
+        assert meta["rows_pruned_new_resistance_events"].value == older
+        assert meta["rows_pruned_support_and_resistance_master"].value == older
+        assert meta["dry_run"].value is dry_run
+        with psycopg.connect(db.libpq_url(loaded)) as conn:
+            assert conn.execute("SELECT count(*) FROM new_resistance_events").fetchone()[0] \
+                == left
+
+
+def test_backup_asset_is_proven_by_a_restore(resources, tmp_path):
+    result = dg.materialize([database_backup], resources=resources)
+    assert result.success
+    checks = _checks(result)
+    assert checks["backup_restores"].passed
+    meta = result.asset_materializations_for_node("database_backup")[0].metadata
+    manifest = json.loads((tmp_path / "backups" / meta["backup_id"].value / "manifest.json")
+                          .read_text())
+    assert manifest["row_counts"]["new_resistance_events"] > 0
+    assert (tmp_path / "backups" / "base" / meta["base_backup_id"].value / "base.tar.gz").exists()
+
+
+def test_health_asset_reports_numbers_and_checks(resources, monkeypatch):
+    result = dg.materialize([database_health], resources=resources)
+    assert result.success
+    meta = result.asset_materializations_for_node("database_health")[0].metadata
+    for key in ("database_bytes", "new_resistance_events_rows", "cache_hit_ratio",
+                "connections", "longest_query_seconds", "max_dead_tuple_ratio",
+                "wal_archive_failures", "catch_all_rows"):
+        assert isinstance(meta[key].value, int | float), key
+    assert meta["catch_all_rows"].value == 0
+    checks = _checks(result)
+    assert set(checks) == set(HEALTH_CHECKS)
+    # no backup in this (fresh) backup directory: the backup check fails with ERROR
+    assert not checks["backup_is_recent"].passed
+    assert checks["backup_is_recent"].severity == dg.AssetCheckSeverity.ERROR
+    assert checks["no_rows_in_catch_all_partitions"].passed
+    assert checks["wal_archiving_works"].passed
+    # thresholds come from settings: a 100 % dead-tuple warning never fires, -1 always does
+    monkeypatch.setenv("SR_PLATFORM_HEALTH_FREE_DISK_PCT_WARN", "101")
+    monkeypatch.setenv("SR_PLATFORM_HEALTH_FREE_DISK_PCT_ERROR", "0")
+    result = dg.materialize([database_health], resources=resources)
+    free = _checks(result)["free_disk"]
+    assert (free.passed, free.severity) == (False, dg.AssetCheckSeverity.WARN)
+
+
+def test_sla_checks_fail_when_a_target_is_impossible(resources, loaded, monkeypatch):
+    result = dg.materialize([sla_benchmark], resources=resources)
+    assert result.success
+    assert all(c.passed for c in _checks(result).values())
+    assert set(_checks(result)) == set(SLA_CHECKS)
+    with psycopg.connect(db.libpq_url(loaded)) as conn:  # the writes were rolled back
+        assert conn.execute("SELECT count(*) FROM new_resistance_events WHERE instrument = "
+                            "'SLA_PROBE'").fetchone() == (0,)
+    monkeypatch.setenv("SR_PLATFORM_SLA_INSERT_P99_MS", "0.000001")
+    result = dg.materialize([sla_benchmark], resources=resources, raise_on_error=False)
+    checks = _checks(result)
+    assert not checks["single_insert_under_target"].passed
+    assert checks["single_insert_under_target"].severity == dg.AssetCheckSeverity.ERROR
+    assert not result.success  # blocking: the run fails, so the failure alert fires
+
+
+def test_partition_maintenance_registers_pairs_and_is_idempotent(resources):
+    with dg.instance_for_test() as instance:
+        first = dg.materialize([partition_maintenance], resources=resources, instance=instance)
+        meta = first.asset_materializations_for_node("partition_maintenance")[0].metadata
+        assert meta["leaves_created"].value == 0
+        assert meta["pairs"].value == 8
+        assert sorted(instance.get_dynamic_partitions("instruments")) == ["EUR_USD", "GBP_USD"]
+        again = dg.materialize([partition_maintenance], resources=resources, instance=instance)
+        meta2 = again.asset_materializations_for_node("partition_maintenance")[0].metadata
+        assert (meta2["leaves_created"].value, meta2["dagster_partitions_added"].value) == (0, 0)
+
+
+def test_schedules_are_on_and_request_their_jobs():
+    expected = {"nightly_backup": ("0 1 * * *", "backup_job"),
+                "nightly_retention": ("0 2 * * *", "retention_job"),
+                "hourly_health": ("5 * * * *", "health_job"),
+                "weekly_sla": ("0 3 * * 0", "sla_job"),
+                "daily_partition_maintenance": ("30 0 * * *", "partition_maintenance_job")}
+    for name, (cron, job) in expected.items():
+        schedule = defs.get_schedule_def(name)
+        assert (schedule.cron_schedule, schedule.job_name) == (cron, job)
+        assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+        assert schedule.execution_timezone == "UTC"
+        ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 1, tzinfo=UTC))
+        requests = list(schedule.evaluate_tick(ctx).run_requests)
+        assert len(requests) == 1
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Hook.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_run_failure_alert_reaches_a_webhook_and_the_log(tmp_path, monkeypatch):
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SR_PLATFORM_ALERT_WEBHOOK",
+                       f"http://127.0.0.1:{server.server_port}/alert")
+    monkeypatch.setenv("SR_PLATFORM_ALERT_LOG", str(tmp_path / "alerts.log"))
+
+    @dg.op
+    def boom():
+        raise RuntimeError("disk on fire")
+
+    @dg.job
+    def failing():
+        boom()
+
+    try:
+        with dg.instance_for_test() as instance:
+            result = failing.execute_in_process(instance=instance, raise_on_error=False)
+            assert not result.success
+            run = instance.get_run_by_id(result.run_id)
+            failure = next(e for e in instance.all_logs(result.run_id)
+                           if e.dagster_event and e.dagster_event.event_type_value
+                           == "PIPELINE_FAILURE")
+            ctx = dg.build_run_status_sensor_context(
+                sensor_name="run_failure_alert", dagster_instance=instance,
+                dagster_run=run, dagster_event=failure.dagster_event,
+            ).for_run_failure()
+            run_failure_alert(ctx)
+    finally:
+        server.shutdown()
+    assert len(_Hook.received) == 1
+    sent = _Hook.received[0]
+    assert (sent["job"], sent["run_id"]) == ("failing", result.run_id)
+    assert "boom" in sent["error"]
+    line = json.loads((tmp_path / "alerts.log").read_text().splitlines()[0])
+    assert (line["job"], line["run_id"], line["webhook"]) == ("failing", result.run_id, 204)
