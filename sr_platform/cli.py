@@ -66,12 +66,18 @@ def _db_url(args) -> int:
 
 
 def _db_upgrade(args) -> int:
+    if args.backup_first:
+        b = backup.take_backup()
+        print(f"backup {b.id} {b.path} (restore with `sr-platform restore {b.id} --into NAME`)")
     migrate.upgrade(db.database_url(), args.revision)
     print(f"at revision {migrate.current(db.database_url())}")
     return 0
 
 
 def _db_downgrade(args) -> int:
+    if args.backup_first:
+        b = backup.take_backup()
+        print(f"backup {b.id} {b.path} (restore with `sr-platform restore {b.id} --into NAME`)")
     migrate.downgrade(db.database_url(), args.revision, allow_data_loss=args.allow_data_loss)
     print(f"at revision {migrate.current(db.database_url())}")
     return 0
@@ -291,9 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
     u.set_defaults(fn=_db_url)
     up = dbs.add_parser("upgrade", help="migrate forward (default: head)")
     up.add_argument("revision", nargs="?", default="head")
+    up.add_argument("--backup-first", action="store_true",
+                    help="take a logical backup before migrating")
     up.set_defaults(fn=_db_upgrade)
     down = dbs.add_parser("downgrade", help="migrate back to REV ('base' removes everything)")
     down.add_argument("revision")
+    down.add_argument("--backup-first", action="store_true",
+                      help="take a logical backup before migrating")
     down.add_argument("--allow-data-loss", action="store_true",
                       help="let a down step drop tables that hold rows (back up first)")
     down.set_defaults(fn=_db_downgrade)

@@ -90,3 +90,36 @@ def test_rotation_keeps_seven_daily_and_four_weekly(tmp_path):
     weekly = [datetime(2026, 1, 25, 13, tzinfo=UTC), datetime(2026, 2, 1, 13, tzinfo=UTC)]
     assert kept == sorted(set(weekly + daily))
     assert len(removed) == 80 - len(kept)
+
+
+def test_rollback_rehearsal_backup_downgrade_verify_restore(with_rows, server_url, tmp_path,
+                                                            monkeypatch, capsys):
+    """The runbook's rollback: back up, downgrade (a down step that would drop tables holding
+    rows is refused unless --allow-data-loss), verify, get the data back from the backup."""
+    from sr_platform.cli import main
+
+    monkeypatch.setenv("SR_PLATFORM_DATABASE_URL", with_rows)
+    monkeypatch.setenv("SR_PLATFORM_BACKUP_DIR", str(tmp_path / "b"))
+    with psycopg.connect(db.libpq_url(with_rows)) as conn:
+        events = conn.execute("SELECT count(*) FROM new_resistance_events").fetchone()[0]
+    assert events > 0
+    head = migrate.head()
+    assert main(["db", "downgrade", "0001", "--backup-first"]) == 1
+    assert "refusing to drop tables that hold data" in capsys.readouterr().err
+    assert migrate.current(with_rows) == head  # one transaction: nothing changed
+    assert main(["db", "downgrade", "0001", "--allow-data-loss"]) == 0
+    assert migrate.current(with_rows) == "0001"
+    with psycopg.connect(db.libpq_url(with_rows)) as conn:
+        assert conn.execute("SELECT to_regclass('new_resistance_events')").fetchone() == (None,)
+    # the dropped rows come back from the backup taken first, into a new database
+    b = backup.list_backups(tmp_path / "b")[0]
+    name = _db_name()
+    try:
+        counts = backup.restore(b.id, name, url=with_rows, root=tmp_path / "b")
+        assert counts["new_resistance_events"] == events
+        assert migrate.current(db.with_database(with_rows, name)) == head
+    finally:
+        db.drop_database(server_url, name)
+    assert main(["db", "upgrade", "--backup-first"]) == 0
+    assert migrate.current(with_rows) == head
+    assert len(backup.list_backups(tmp_path / "b")) == 2
