@@ -137,9 +137,8 @@ def _text(v) -> str | None:
     return str(v)
 
 
-def _prune_leaf(url: str, table: str, leaf: str, column: str, cutoff: datetime,
-                batch_rows: int, archive: _Archive | None,
-                returning: tuple[str, ...] | None) -> int:
+def _prune_leaf(conn, leaf: str, column: str, cutoff: datetime, batch_rows: int,
+                archive: _Archive | None, returning: tuple[str, ...] | None) -> int:
     """Delete the leaf's rows older than cutoff in batches, each its own transaction."""
     deleted = 0
     ret = sql.SQL(", ").join(map(sql.Identifier, returning)) if returning else sql.SQL("1")
@@ -148,10 +147,14 @@ def _prune_leaf(url: str, table: str, leaf: str, column: str, cutoff: datetime,
         "ORDER BY {col} LIMIT %s)) RETURNING {ret}").format(
         leaf=sql.Identifier(leaf), col=sql.Identifier(column), ret=ret)
     while True:
-        with db.connect(url, role=db.WRITER_ROLE) as conn:
+        try:
             rows = conn.execute(stmt, (cutoff, batch_rows)).fetchall()
             if archive is not None:
                 archive.write(rows)  # before the commit: an archive never misses a row
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
         deleted += len(rows)
         if len(rows) < batch_rows:
             return deleted
@@ -170,66 +173,65 @@ def prune(url: str | None = None, as_of: datetime | None = None, dry_run: bool =
     report = PruneReport(as_of, cut, dry_run, rows={EVENTS: 0, LEVELS: 0, FEATURES: 0,
                                                     "rejected_events": 0, "load_log": 0})
     stamp = pd.Timestamp(as_of).strftime("%Y%m%dT%H%M%SZ")
-    with db.connect(url, role=db.READER_ROLE) as conn:
-        event_leaves = _leaves(conn, EVENTS)
-        feature_leaves = _leaves(conn, FEATURES)
-    for table, leaves, cutoff in ((EVENTS, event_leaves, cut[EVENTS]),
-                                  (FEATURES, feature_leaves, cut[FEATURES])):
-        for leaf in leaves:
-            t0 = time.perf_counter()
-            levels_leaf = LEVELS + leaf[len(EVENTS):] if table == EVENTS else None
-            with db.connect(url, role=db.READER_ROLE) as conn:
-                n = _count(conn, leaf, "event_creation_date", cutoff)
-                n_levels = _count(conn, levels_leaf, "event_creation_date", cutoff) \
+    # one reader connection counts, one writer connection deletes (a batch per transaction)
+    with db.connect(url, role=db.READER_ROLE, autocommit=True) as reader, \
+            db.connect(url, role=db.WRITER_ROLE) as writer:
+        event_leaves, feature_leaves = _leaves(reader, EVENTS), _leaves(reader, FEATURES)
+        for table, leaves, cutoff in ((EVENTS, event_leaves, cut[EVENTS]),
+                                      (FEATURES, feature_leaves, cut[FEATURES])):
+            for leaf in leaves:
+                t0 = time.perf_counter()
+                levels_leaf = LEVELS + leaf[len(EVENTS):] if table == EVENTS else None
+                n = _count(reader, leaf, "event_creation_date", cutoff)
+                n_levels = _count(reader, levels_leaf, "event_creation_date", cutoff) \
                     if levels_leaf and n else 0
+                if n and not dry_run:
+                    archive, returning = None, None
+                    if archive_dir is not None:
+                        cols = list(EVENT_FILE_COLUMNS) if table == EVENTS \
+                            else _columns(reader, leaf)
+                        archive = _Archive(Path(archive_dir) / stamp / table, leaf, cols)
+                        returning = tuple(cols)
+                    try:
+                        n = _prune_leaf(writer, leaf, "event_creation_date", cutoff,
+                                        batch_rows, archive, returning)
+                    finally:
+                        if archive is not None and (path := archive.close()):
+                            report.archived.append(path)
+                if n:
+                    report.leaves.append(LeafPrune(table, leaf, n, time.perf_counter() - t0))
+                    report.rows[table] += n
+                    if levels_leaf:
+                        report.leaves.append(LeafPrune(LEVELS, levels_leaf, n_levels))
+                        report.rows[LEVELS] += n_levels
+        for table, column in (("rejected_events", "rejected_at"), ("load_log", "finished_at")):
+            t0 = time.perf_counter()
+            n = _count(reader, table, column, cut[table])
             if n and not dry_run:
-                archive = None
-                if archive_dir is not None:
-                    cols = list(EVENT_FILE_COLUMNS) if table == EVENTS else _columns(url, leaf)
-                    archive = _Archive(Path(archive_dir) / stamp / table, leaf, cols)
-                    returning = tuple(cols)
-                else:
-                    returning = None
-                try:
-                    n = _prune_leaf(url, table, leaf, "event_creation_date", cutoff,
-                                    batch_rows, archive, returning)
-                finally:
-                    if archive is not None and (path := archive.close()):
-                        report.archived.append(path)
+                n = _prune_leaf(writer, table, column, cut[table], batch_rows, None, None)
             if n:
-                report.leaves.append(LeafPrune(table, leaf, n, time.perf_counter() - t0))
-                report.rows[table] += n
-                if levels_leaf:
-                    report.leaves.append(LeafPrune(LEVELS, levels_leaf, n_levels))
-                    report.rows[LEVELS] += n_levels
-    for table, column in (("rejected_events", "rejected_at"), ("load_log", "finished_at")):
-        t0 = time.perf_counter()
-        with db.connect(url, role=db.READER_ROLE) as conn:
-            n = _count(conn, table, column, cut[table])
-        if n and not dry_run:
-            n = _prune_leaf(url, table, table, column, cut[table], batch_rows, None, None)
-        if n:
-            report.leaves.append(LeafPrune(table, table, n, time.perf_counter() - t0))
-            report.rows[table] = n
-    report.oldest = oldest_rows(url)
+                report.leaves.append(LeafPrune(table, table, n, time.perf_counter() - t0))
+                report.rows[table] = n
+        report.oldest = oldest_rows(reader)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _columns(url: str, table: str) -> list[str]:
-    with db.connect(url, role=db.READER_ROLE) as conn:
-        return [r[0] for r in conn.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
-            "AND NOT attisdropped ORDER BY attnum", (table,))]
+def _columns(conn, table: str) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+        "AND NOT attisdropped ORDER BY attnum", (table,))]
 
 
-def oldest_rows(url: str) -> dict[str, datetime | None]:
+def oldest_rows(url_or_conn) -> dict[str, datetime | None]:
     """The oldest row each table keeps (None when empty)."""
+    if isinstance(url_or_conn, str):
+        with db.connect(url_or_conn, role=db.READER_ROLE, autocommit=True) as conn:
+            return oldest_rows(conn)
     out: dict[str, datetime | None] = {}
-    with db.connect(url, role=db.READER_ROLE) as conn:
-        for table, column in ((EVENTS, "event_creation_date"), (LEVELS, "event_creation_date"),
-                              (FEATURES, "event_creation_date"),
-                              ("rejected_events", "rejected_at"), ("load_log", "finished_at")):
-            out[table] = conn.execute(sql.SQL("SELECT min({}) FROM {}").format(
-                sql.Identifier(column), sql.Identifier(table))).fetchone()[0]
+    for table, column in ((EVENTS, "event_creation_date"), (LEVELS, "event_creation_date"),
+                          (FEATURES, "event_creation_date"),
+                          ("rejected_events", "rejected_at"), ("load_log", "finished_at")):
+        out[table] = url_or_conn.execute(sql.SQL("SELECT min({}) FROM {}").format(
+            sql.Identifier(column), sql.Identifier(table))).fetchone()[0]
     return out
