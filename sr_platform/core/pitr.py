@@ -114,13 +114,17 @@ def rotate_base_backups(root: Path | None = None, daily: int = 7, weekly: int = 
 
 
 def _archive_through(cluster: LocalCluster, to: datetime, timeout: float = 120) -> None:
-    """Make sure the WAL holding `to` is in the archive: replay stops with an error when the
-    target lies beyond the last archived segment. Switches to a new segment and waits for the
-    archiver when needed."""
+    """Make sure the archive holds a commit made after `to`: replay to a time stops at the first
+    commit past it, and fails ("recovery ended before configured recovery target was reached")
+    when the archived WAL ends first. Commits an empty transaction (it gets an xid, so it
+    writes a commit record stamped now), switches to a new segment and waits for the
+    archiver."""
     with psycopg.connect(db.libpq_url(cluster.url("postgres")), autocommit=True) as conn:
-        last = conn.execute("SELECT last_archived_time FROM pg_stat_archiver").fetchone()[0]
-        if last is not None and last > to:
-            return
+        now = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        if to >= now:
+            raise RecoveryError(f"--to {to.isoformat()} is not in the past (server time "
+                                f"{now.isoformat()})")
+        conn.execute("SELECT pg_current_xact_id()")
         wal = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
         deadline = time.monotonic() + timeout
         while True:
