@@ -196,3 +196,16 @@ def test_run_failure_alert_reaches_a_webhook_and_the_log(tmp_path, monkeypatch):
     assert "boom" in sent["error"]
     line = json.loads((tmp_path / "alerts.log").read_text().splitlines()[0])
     assert (line["job"], line["run_id"], line["webhook"]) == ("failing", result.run_id, 204)
+
+
+def test_the_code_location_loads_as_dagster_loads_it(tmp_path):
+    """One Definitions object at module scope, every resource and job resolvable: what
+    `dagster dev` needs before any UI page works."""
+    import os
+    import subprocess
+
+    out = subprocess.run(["dagster", "definitions", "validate", "-m", "sr_platform.definitions"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                         env=dict(os.environ, DAGSTER_HOME=str(tmp_path)))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Validation successful for code location" in out.stderr

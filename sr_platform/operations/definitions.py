@@ -1,6 +1,5 @@
-"""The operations domain's definitions (assembled by sr_platform.definitions)."""
-
-import dagster as dg
+"""The operations domain's parts, assembled by sr_platform.definitions (one Definitions
+object per code location: Dagster refuses a second at module scope)."""
 
 from .assets import (
     database_backup,
@@ -14,11 +13,9 @@ from .resources import BackupStore
 from .schedules import schedules
 from .sensors import run_failure_alert
 
-defs = dg.Definitions(
-    assets=[retention_pruning, database_backup, partition_maintenance, database_health,
-            sla_benchmark],
-    jobs=[retention_job, backup_job, partition_maintenance_job, health_job, sla_job],
-    schedules=schedules,
-    sensors=[run_failure_alert],
-    resources={"backups": BackupStore()},
-)
+assets = [retention_pruning, database_backup, partition_maintenance, database_health,
+          sla_benchmark]
+jobs = [retention_job, backup_job, partition_maintenance_job, health_job, sla_job]
+sensors = [run_failure_alert]
+resources = {"backups": BackupStore()}
+__all__ = ["assets", "jobs", "resources", "schedules", "sensors"]
