@@ -208,4 +208,4 @@ def test_the_code_location_loads_as_dagster_loads_it(tmp_path):
                          capture_output=True, text=True, cwd=tmp_path, timeout=300,
                          env=dict(os.environ, DAGSTER_HOME=str(tmp_path)))
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "Validation successful for code location" in out.stderr
+    assert "Validation successful for code location" in out.stdout + out.stderr
