@@ -94,6 +94,8 @@ def main() -> None:
     total = df.groupby("table", sort=False)[["bytes"]].sum()
     total["rows"] = df.groupby("table", sort=False)["rows"].first()
     total["bytes_per_row"] = (total["bytes"] / total["rows"]).round(1)
+    for frame in (df, total):
+        frame["bytes"] = frame["bytes"].map(lambda v: f"{int(v):,}")
     text = (f"# Capacity inputs\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
             f"`bench/capacity_bench.py --years {args.years}`: {sum(r.loaded for r in results):,}"
             f" events loaded in {load_s:.1f} s, {len(pairs)} pairs\n\n"
