@@ -48,7 +48,7 @@ def one_size(server: str, years: float, instruments: int, event_rate: float) -> 
             oldest = conn.execute("SELECT min(event_creation_date) FROM new_resistance_events"
                                   ).fetchone()[0]
         first_day = oldest.replace(hour=0, minute=0, second=0, microsecond=0)
-        for day in (1, 2):
+        for day in (1, 2, 60):  # one day, the next day, then eight weeks at once
             as_of = (pd.Timestamp(first_day) + pd.DateOffset(years=2)
                      + pd.Timedelta(days=day)).to_pydatetime()
             with psycopg.connect(admin, autocommit=True) as conn:
@@ -67,6 +67,8 @@ def one_size(server: str, years: float, instruments: int, event_rate: float) -> 
                          "day": day, "events_pruned": report.rows[retention.EVENTS],
                          "levels_pruned": report.rows[retention.LEVELS],
                          "seconds": round(secs, 3),
+                         "rows_per_s": round((report.rows[retention.EVENTS]
+                                              + report.rows[retention.LEVELS]) / secs),
                          "wal_mb": round(int(wal) / 2**20, 2), "dead_tuples_after": int(dead),
                          "leaves_touched": len({lp.partition for lp in report.leaves})})
     finally:

@@ -97,7 +97,9 @@ def ensure_database(url: str, name: str, owner: str | None = None) -> None:
             conn.execute(stmt)
         except psycopg.errors.DuplicateDatabase:
             return  # created concurrently
-    if owner == OWNER_ROLE:
+    if name == settings.APP_DATABASE and has_passfile(url):
+        # the platform database of the local cluster gets its monitoring extension (other
+        # databases, e.g. the tests' throwaway ones, stay exactly what the migrations make)
         ensure_extensions(with_database(admin, name))
 
 
