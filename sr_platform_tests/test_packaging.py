@@ -1,7 +1,9 @@
 """A real wheel (not the editable checkout) carries the SQL and the Alembic script directory,
-leaves the tests out, and its `sr-platform db upgrade` migrates a database to head."""
+leaves the tests out, and its `sr-platform db upgrade` migrates a database to head. Also the
+other entry points of the repository: make targets and the `slow` marker."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -99,3 +101,19 @@ def test_installed_wheel_upgrades_a_database_to_head(wheel, server_url, make_db,
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == f"at revision {migrate.head()}"
     assert migrate.current(url) == migrate.head()
+
+
+def test_every_phony_make_target_exists_and_test_fast_skips_only_slow():
+    makefile = (ROOT / "Makefile").read_text()
+    phony = set(re.search(r"^\.PHONY:(.*)$", makefile, re.M).group(1).split())
+    defined = set(re.findall(r"^([A-Za-z0-9_-]+):", makefile, re.M))
+    assert phony - defined == set()
+    assert {"test", "test-fast", "clean-db"} <= phony
+    recipes = dict(re.findall(r"^([A-Za-z0-9_-]+):.*\n\t(.*)", makefile, re.M))
+    assert recipes["test"].endswith("$(BIN)/pytest")  # everything, slow included
+    assert recipes["test-fast"].endswith('$(BIN)/pytest -m "not slow"')
+
+
+def test_slow_marker_is_registered(pytestconfig):
+    assert [m for m in pytestconfig.getini("markers") if m.startswith("slow:")] == [
+        "slow: takes more than 30 s (browser, webserver, big loads)"]
