@@ -15,7 +15,7 @@ import pytest
 
 from .conftest import asset_groups
 
-pytestmark = pytest.mark.slow  # a webserver and a headless Chromium: 50-60 s
+pytestmark = pytest.mark.slow  # a webserver and a headless Chromium: 50-60 s measured
 
 LOCATION = "sr_platform"  # code location name; its repository is the implicit __repository__
 CHROMIUM_TIMEOUT = 90  # seconds per chromium run
