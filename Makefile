@@ -1,11 +1,12 @@
-# Two commands: `make run` (the platform) and `make test` (the suite). Both are idempotent.
+# Two commands: `make run` (the platform) and `make test` (the whole suite). Both are idempotent.
+# Also: test-fast (skips the slow tests), lint, bench, db-start, db-stop, clean-db.
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 export DAGSTER_HOME := $(CURDIR)
 
-.PHONY: install run test lint db-start db-stop clean-db
+.PHONY: install run test test-fast lint bench db-start db-stop clean-db
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +21,13 @@ install: $(BIN)/.installed
 run: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/sr-platform dev
 
+# Everything, slow tests included (CI runs this).
 test: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
+
+# The suite without the tests marked slow (browser, kill -9, Dagster webserver, ...).
+test-fast: install
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -m "not slow"
 
 lint: install
 	$(BIN)/ruff check sr_platform sr_platform_tests bench
@@ -31,3 +37,19 @@ db-start: install
 
 db-stop: install
 	$(BIN)/sr-platform db stop
+
+# Each bench/*_bench.py with its defaults, one after the other (long: generates and loads
+# millions of rows; see README "Speed" for what each measures).
+bench: install
+	for f in bench/*_bench.py; do echo "== $$f"; PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python $$f || exit 1; done
+
+# Stop the project-local PostgreSQL and delete it: every local database (the app's and Dagster's
+# run history) is gone, without confirmation. `make run` / `db-start` make a new empty one.
+# Only the local cluster: a server named by SR_PLATFORM_DATABASE_URL is never touched.
+# LocalCluster.remove() where localpg has it (it also deletes the data kept outside the state
+# dir, under /var/lib/sr-platform, and the passfile); else stop and delete the state dir.
+clean-db: install
+	$(BIN)/python -c 'import shutil; from sr_platform.core import db, settings; \
+	  c = db.local_cluster(); c.remove() if hasattr(c, "remove") else \
+	  (c.stop(), shutil.rmtree(settings.state_dir(), ignore_errors=True))'
+

@@ -126,6 +126,7 @@ def test_partitioned_materialization_of_each_asset(resources, landing, clean_db)
         == lv["breached"].value
 
 
+@pytest.mark.slow  # two backfills over every partition: 21-33 s measured
 def test_backfill_twice_is_idempotent(resources, landing, clean_db):
     expected = _expected(landing)
     with dg.instance_for_test() as instance:

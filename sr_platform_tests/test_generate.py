@@ -5,7 +5,6 @@ No database needed."""
 import re
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -352,11 +351,7 @@ def test_core_module_has_no_dagster_or_cli_imports():
     assert out.stdout.strip() == "False"
 
 
-def test_speed_and_benchmark_size():
-    t0 = time.perf_counter()
-    generate_events(years=1, instruments=28)
-    assert time.perf_counter() - t0 < 10
-    t0 = time.perf_counter()
+def test_benchmark_size():
+    # the load benchmark's data set: every bar of 5 years of 28 instruments (speed: bench/)
     big = generate_events(years=5, instruments=28, event_rate=1.0)
-    assert time.perf_counter() - t0 < 60
-    assert len(big) > 1_000_000
+    assert len(big) == 1_139_376

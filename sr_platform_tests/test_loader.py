@@ -765,6 +765,7 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
         time.sleep(interval)
 
 
+@pytest.mark.slow  # loads a large file twice (killed, then whole): 20-31 s measured
 def test_kill_9_mid_load_leaves_nothing_and_rerun_loads_once(clean_db, tmp_path):
     files = write_event_files(tmp_path / "gen", years=2, instruments=10, event_rate=1.0)
     path = tmp_path / "big.csv"

@@ -15,6 +15,8 @@ import pytest
 
 from .conftest import asset_groups
 
+pytestmark = pytest.mark.slow  # a webserver and a headless Chromium: 50-60 s measured
+
 LOCATION = "sr_platform"  # code location name; its repository is the implicit __repository__
 CHROMIUM_TIMEOUT = 90  # seconds per chromium run
 PAGE_DEADLINE = 180  # seconds to keep retrying a page that has not rendered the names yet

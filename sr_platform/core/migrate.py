@@ -6,8 +6,6 @@ the migration. A whole upgrade or downgrade is one transaction: it lands complet
 all. Concurrent callers serialise on an advisory lock.
 """
 
-from pathlib import Path
-
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -17,7 +15,7 @@ from sqlalchemy import text
 from . import settings
 from .db import OWNER_ROLE, database_url, engine, role_url
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATIONS_DIR = settings.package_path("core", "migrations")  # env.py, script.py.mako, versions/
 MIGRATION_LOCK = 7_004_001  # pg_advisory_xact_lock key
 
 

@@ -1,4 +1,5 @@
-"""Query helpers shared by the UI assets, tests and benchmarks.
+"""Query helpers for the story's read patterns, used by test_queries and bench/query_bench.py
+(no asset or CLI command calls them yet).
 
 Values are bound with the column's own type: DECIMAL columns get Decimal, because a float
 parameter against DECIMAL(18,6) makes PostgreSQL compare as double precision and skip the

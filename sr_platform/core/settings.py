@@ -1,5 +1,6 @@
 """Settings read from the environment, with project-local defaults."""
 
+import importlib.resources
 import importlib.util
 import os
 from pathlib import Path
@@ -29,8 +30,21 @@ def pg_bin_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
 
 
+def package_path(*parts: str) -> Path:
+    """A file or directory shipped inside the sr_platform package, wherever that is installed
+    (checkout, editable install or wheel). A real path: Alembic reads the files by name, so a
+    zipped install is refused here rather than failing later on a missing file."""
+    root = importlib.resources.files("sr_platform")
+    if not isinstance(root, Path):
+        raise RuntimeError(f"sr_platform is not installed as plain files ({root!r})")
+    return root.joinpath(*parts)
+
+
 def sql_dir() -> Path:
-    return Path(os.environ.get("SR_PLATFORM_SQL_DIR", PROJECT_ROOT / "sql"))
+    """The migrations' SQL files: SR_PLATFORM_SQL_DIR, else the ones shipped in the package
+    (sr_platform/sql is a symlink to the repository's sql/; a wheel holds copies)."""
+    override = os.environ.get("SR_PLATFORM_SQL_DIR")
+    return Path(override) if override else package_path("sql")
 
 
 def default_port() -> int:
