@@ -49,4 +49,6 @@ def test_webserver_lists_assets(webserver):
         "schema": [["database_schema"]],
         "events": [["event_features"], ["landing_files"], ["new_resistance_events"],
                    ["support_and_resistance_master"]],
+        "operations": [["database_backup"], ["database_health"], ["partition_maintenance"],
+                       ["retention_pruning"], ["sla_benchmark"]],
     }
