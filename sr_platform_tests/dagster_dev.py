@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from sr_platform.core import settings
@@ -40,14 +41,24 @@ def stripped_environment(**extra: str) -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class DevServer:
+    port: int
+    pgid: int  # dagster dev's process group: webserver, daemon, code server, run workers
+
+    def crash(self) -> None:
+        """Kill every process of the group at once, as a power cut would."""
+        os.killpg(self.pgid, signal.SIGKILL)
+
+
 @contextmanager
 def dagster_dev(args: list[str], env: dict[str, str], cwd: Path,
-                timeout: float = 180) -> Iterator[int]:
-    """`dagster dev ARGS` on a free port; yields the port once the code location has loaded.
-    The log is cwd/dagster_dev.log; the whole process group is killed on exit."""
+                timeout: float = 180) -> Iterator[DevServer]:
+    """`dagster dev ARGS` on a free port, once its code location has loaded. The log is
+    cwd/dagster_dev.log (appended to); the whole process group is killed on exit."""
     port = free_port()
     log = cwd / "dagster_dev.log"
-    with open(log, "w") as out:
+    with open(log, "a") as out:
         proc = subprocess.Popen(["dagster", "dev", "-h", "127.0.0.1", "-p", str(port), *args],
                                 env=env, cwd=cwd, start_new_session=True,
                                 stdout=out, stderr=subprocess.STDOUT)
@@ -67,12 +78,12 @@ def dagster_dev(args: list[str], env: dict[str, str], cwd: Path,
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"dagster dev did not come up:\n{log.read_text()[-3000:]}")
             time.sleep(1)
-        yield port
+        yield DevServer(port, proc.pid)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
         try:
+            os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(60)
-        except subprocess.TimeoutExpired:
+        except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
         try:  # run workers and code servers left behind by a slow shutdown
             os.killpg(proc.pid, signal.SIGKILL)

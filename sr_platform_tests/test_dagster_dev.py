@@ -34,7 +34,8 @@ def test_dagster_dev_without_any_sr_platform_variable(tmp_path):
         [sys.executable, "-c", "from sr_platform.core import db; print(db.database_url())"],
         env=env, cwd=work, check=True, capture_output=True, text=True).stdout.strip()
     assert url.endswith(f"/{settings.APP_DATABASE}")
-    with dagster_dev(["-m", LOCATION], env=env, cwd=work) as port:
+    with dagster_dev(["-m", LOCATION], env=env, cwd=work) as dev:
+        port = dev.port
         run_id = launch_assets(port, LOCATION, [["database_schema"]])
         status = wait_for_run(port, run_id)
         assert status == "SUCCESS", run_messages(port, run_id)[-20:]
