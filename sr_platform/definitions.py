@@ -1,11 +1,12 @@
 """The Dagster code location: every domain's assets, checks, jobs, schedules and sensors."""
 
+import os
+
 import dagster as dg
 
+from .core import settings
 from .events.assets import (
     event_features,
-    freshness_checks,
-    freshness_checks_sensor,
     landing_files,
     new_resistance_events,
     support_and_resistance_master,
@@ -17,15 +18,26 @@ from .operations import definitions as operations
 from .resources import PostgresResource
 from .schema.assets import database_schema
 
+LANDING_DIR_ENV = "SR_PLATFORM_LANDING_DIR"
+
+
+def env_or_default(name: str) -> dg.EnvVar | None:
+    """EnvVar(name) when the variable is set (resolved at launch, shown by name, never by
+    value, in the UI); None otherwise, so the resource falls back to the core settings when
+    it is used (the project-local cluster, data/landing). A bare EnvVar of an unset variable
+    fails every run and sensor tick with DagsterInvalidConfigError instead."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
 defs = dg.Definitions(
     assets=[database_schema, landing_files, new_resistance_events,
             support_and_resistance_master, event_features, *operations.assets],
-    asset_checks=[*freshness_checks],
     jobs=[load_events_job, *operations.jobs],
     schedules=operations.schedules,
-    sensors=[landing_zone_sensor, freshness_checks_sensor, *operations.sensors],
-    resources={**operations.resources,
-        "postgres": PostgresResource(database_url=dg.EnvVar("SR_PLATFORM_DATABASE_URL")),
-        "landing_zone": LandingZone(path=dg.EnvVar("SR_PLATFORM_LANDING_DIR")),
+    sensors=[landing_zone_sensor, *operations.sensors],
+    resources={
+        **operations.resources,
+        "postgres": PostgresResource(database_url=env_or_default(settings.DATABASE_URL_ENV)),
+        "landing_zone": LandingZone(path=env_or_default(LANDING_DIR_ENV)),
     },
 )

@@ -6,8 +6,9 @@ from .core import db
 
 
 class PostgresResource(dg.ConfigurableResource):
-    """The sr-platform database. `database_url` comes from SR_PLATFORM_DATABASE_URL (EnvVar);
-    left empty, the project-local cluster is used (and started if needed)."""
+    """The sr-platform database. `database_url` is SR_PLATFORM_DATABASE_URL (an EnvVar) when
+    that is set; left None, db.database_url() decides when the resource is used: the
+    project-local cluster's `sr_platform` database, started if needed."""
 
     database_url: str | None = None
 

@@ -52,3 +52,23 @@ def test_webserver_lists_assets(webserver):
         "operations": [["database_backup"], ["database_health"], ["partition_maintenance"],
                        ["retention_pruning"], ["sla_benchmark"]],
     }
+
+
+def test_resources_use_envvar_only_when_the_variable_is_set(monkeypatch):
+    from sr_platform.definitions import env_or_default
+
+    monkeypatch.setenv("SR_PLATFORM_LANDING_DIR", "/srv/landing")
+    assert env_or_default("SR_PLATFORM_LANDING_DIR") == dg.EnvVar("SR_PLATFORM_LANDING_DIR")
+    assert isinstance(env_or_default("SR_PLATFORM_LANDING_DIR"), dg.EnvVar)
+    monkeypatch.delenv("SR_PLATFORM_LANDING_DIR")
+    assert env_or_default("SR_PLATFORM_LANDING_DIR") is None
+
+
+def test_unset_resources_fall_back_to_the_core_settings(monkeypatch, tmp_path):
+    from sr_platform.events.resources import LandingZone
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SR_PLATFORM_LANDING_DIR", raising=False)
+    assert LandingZone().directory() == tmp_path / "data" / "landing"
+    monkeypatch.setenv("SR_PLATFORM_LANDING_DIR", str(tmp_path / "in"))
+    assert LandingZone().directory() == tmp_path / "in"

@@ -1,6 +1,5 @@
 """Landing files -> events -> levels -> features, partitioned by (instrument, granularity)."""
 
-import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,6 +20,18 @@ landing_files = dg.AssetSpec(
                 "landing_zone_sensor. External: Dagster does not produce them.")
 
 
+# FX trades from Sunday 17:00 to Friday 17:00 New York time (~22:00 UTC; New York time follows
+# the DST switch that UTC does not). Each trading day's deadline is 18:00 New York, Monday to
+# Friday: by then the asset must have been materialized within the 24 hours before (a trading
+# day plus the hour after its close for the last files to land). No deadline falls on Saturday
+# or Sunday, so the weekend's lack of events never reads as stale; Monday's window opens on
+# Sunday at 18:00, just after the market reopens. The OSS freshness daemon (on by default in
+# the dagster-daemon) evaluates it; the UI shows the state on the asset.
+EVENTS_FRESHNESS = dg.FreshnessPolicy.cron(
+    deadline_cron="0 18 * * 1-5", lower_bound_delta=timedelta(hours=24),
+    timezone="America/New_York")
+
+
 class LoadConfig(dg.Config):
     files: list[str] = []  # from the sensor; empty (backfills): every file in the landing zone
 
@@ -38,6 +49,7 @@ def _leaf_stats(url: str, table: str, pair: tuple[str, str]) -> tuple[int, int]:
     deps=["database_schema", landing_files],
     group_name="events",
     kinds={"postgres"},
+    freshness_policy=EVENTS_FRESHNESS,
     description="new_resistance_events for one (instrument, granularity): the partition's rows "
                 "of the landing files, validated and loaded exactly once; bad rows go to "
                 "rejected_events.",
@@ -96,9 +108,13 @@ def new_resistance_events(context: dg.AssetExecutionContext, config: LoadConfig,
             "dagster/row_count": rows,
         },
         check_results=[
+            # like with like: the distinct good ids of the sources against those in the
+            # table. The same event in two files (a re-sent or copied file) is one row, so
+            # the row counts of the files (read - rejected) may exceed it without any loss.
             dg.AssetCheckResult(check_name="loaded_equals_source_minus_rejected",
-                                passed=present == len(ids) == read - rejected,
+                                passed=present == len(ids),
                                 metadata={"source_rows": read, "rejected": rejected,
+                                          "source_distinct_good_ids": len(ids),
                                           "in_table": present}),
             dg.AssetCheckResult(check_name="no_rows_in_catch_all_partitions",
                                 passed=catch_all == (0, 0),
@@ -154,11 +170,3 @@ def event_features(context: dg.AssetExecutionContext,
         "rows": stats["rows"], "written": stats["written"], "partition_bytes": size,
         "dagster/row_count": stats["rows"]})
 
-
-with warnings.catch_warnings():
-    # superseded by FreshnessPolicy, which reports no asset check; we want the check
-    warnings.simplefilter("ignore")
-    freshness_checks = dg.build_last_update_freshness_checks(
-        assets=[new_resistance_events], lower_bound_delta=timedelta(hours=26))
-    freshness_checks_sensor = dg.build_sensor_for_freshness_checks(
-        freshness_checks=freshness_checks)

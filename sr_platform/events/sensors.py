@@ -6,7 +6,6 @@ from pathlib import Path
 import dagster as dg
 
 from ..core import landing, loader
-from ..resources import PostgresResource
 from .jobs import load_events_job
 from .partitions import instruments, partition_key
 from .resources import LandingZone
@@ -14,11 +13,13 @@ from .resources import LandingZone
 
 @dg.sensor(job=load_events_job, minimum_interval_seconds=30,
            default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Watches the landing zone. For new files: creates the database and "
-                       "Dagster partitions of any new (instrument, granularity), then requests "
-                       "one load run per pair with new data.")
-def landing_zone_sensor(context: dg.SensorEvaluationContext, landing_zone: LandingZone,
-                        postgres: PostgresResource):
+           description="Watches the landing zone. For new files: adds the Dagster partitions "
+                       "of any new instrument and requests one load run per (instrument, "
+                       "granularity) with new data. The runs create any missing database "
+                       "partitions.")
+def landing_zone_sensor(context: dg.SensorEvaluationContext, landing_zone: LandingZone):
+    # no database work here: a tick reads only files, so it cannot fail (and skip files) while
+    # PostgreSQL is down; the load itself creates missing partitions (loader.write)
     scan = landing.scan(landing_zone.directory(), context.cursor)
     for why in scan.refused.values():
         context.log.warning(f"skipped: {why}")
@@ -28,8 +29,6 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, landing_zone: Landi
     for path, pairs in scan.pairs_by_file.items():
         for pair in pairs:
             files_by_pair.setdefault(pair, []).append(path)
-    # database partitions first, so the runs never create DDL under load
-    loader.ensure_partitions(postgres.url(), files_by_pair)
     known = set(context.instance.get_dynamic_partitions(instruments.name))
     new_instruments = sorted({i for i, _ in files_by_pair} - known)
     runs = []

@@ -1,0 +1,98 @@
+"""landing_zone_sensor ticks in the project_fully_featured manner: real sensor contexts built
+with build_sensor_context(instance=..., cursor=...), the cursor carried from tick to tick, and
+no database at all (its URL points at a port nothing listens on)."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from sr_platform.core.generate import write_event_files
+from sr_platform.core.landing import signature
+from sr_platform.core.localpg import free_port
+from sr_platform.definitions import defs
+from sr_platform.events.partitions import partition_key
+from sr_platform.events.resources import LandingZone
+from sr_platform.events.sensors import landing_zone_sensor
+from sr_platform.resources import PostgresResource
+
+GRANULARITIES = ["D", "H1", "H4", "W"]  # the sensor requests pairs in sorted order
+
+
+@pytest.fixture
+def dead_database() -> PostgresResource:
+    # nothing listens there: any connection attempt would fail
+    return PostgresResource(database_url=f"postgresql://sr@127.0.0.1:{free_port()}/sr_platform")
+
+
+def _files(directory: Path, instruments: int, seed: int, keep: str) -> list[Path]:
+    write_event_files(directory, years=0.1, instruments=instruments, seed=seed, event_rate=0.5)
+    for f in directory.glob("*.csv"):
+        if keep not in f.name:
+            f.unlink()
+    return sorted(directory.glob("*.csv"))
+
+
+def test_sensor_needs_only_the_landing_zone():
+    assert landing_zone_sensor.required_resource_keys == {"landing_zone"}
+
+
+def test_two_ticks_with_the_database_down_skip_nothing(tmp_path, dead_database):
+    landing = tmp_path / "landing"
+    (eur,) = _files(landing, instruments=1, seed=3, keep="EUR_USD")
+    resources = {"landing_zone": LandingZone(path=str(landing)), "postgres": dead_database}
+    with dg.instance_for_test() as instance:
+        first = landing_zone_sensor(dg.build_sensor_context(
+            instance=instance, resources=resources, definitions=defs))
+        assert isinstance(first, dg.SensorResult)
+        assert [r.partition_key for r in first.run_requests] == [
+            partition_key("EUR_USD", g) for g in GRANULARITIES]
+        assert [r.run_config for r in first.run_requests] == [
+            {"ops": {"new_resistance_events": {"config": {"files": [str(eur)]}}}}] * 4
+        assert json.loads(first.cursor) == {str(eur): signature(eur)}
+        (add,) = first.dynamic_partitions_requests
+        assert list(add.partition_keys) == ["EUR_USD"]
+        # what the sensor daemon does with the result before the next tick
+        instance.add_dynamic_partitions("instruments", list(add.partition_keys))
+
+        # a file for a second instrument arrives; the next tick starts from the first's cursor
+        (gbp,) = _files(tmp_path / "more", instruments=2, seed=4, keep="GBP_USD")
+        gbp = gbp.rename(landing / gbp.name)
+        second = landing_zone_sensor(dg.build_sensor_context(
+            instance=instance, resources=resources, definitions=defs, cursor=first.cursor))
+        assert [r.partition_key for r in second.run_requests] == [
+            partition_key("GBP_USD", g) for g in GRANULARITIES]
+        assert [r.run_config for r in second.run_requests] == [
+            {"ops": {"new_resistance_events": {"config": {"files": [str(gbp)]}}}}] * 4
+        assert json.loads(second.cursor) == {str(eur): signature(eur),
+                                             str(gbp): signature(gbp)}
+        (add,) = second.dynamic_partitions_requests
+        assert list(add.partition_keys) == ["GBP_USD"]
+        assert not {r.run_key for r in first.run_requests} & {r.run_key
+                                                              for r in second.run_requests}
+
+        # and a third tick with nothing new skips, still without a database
+        third = landing_zone_sensor(dg.build_sensor_context(
+            instance=instance, resources=resources, definitions=defs, cursor=second.cursor))
+        assert isinstance(third, dg.SkipReason)
+
+
+def test_a_rewritten_file_is_requested_again_under_a_new_run_key(tmp_path, dead_database):
+    landing = tmp_path / "landing"
+    (eur,) = _files(landing, instruments=1, seed=3, keep="EUR_USD")
+    resources = {"landing_zone": LandingZone(path=str(landing)), "postgres": dead_database}
+    with dg.instance_for_test() as instance:
+        first = landing_zone_sensor(dg.build_sensor_context(
+            instance=instance, resources=resources, definitions=defs))
+        instance.add_dynamic_partitions("instruments", ["EUR_USD"])
+        with eur.open("a") as f:  # one more copy of the last row: a new signature
+            f.write(eur.read_text().splitlines()[-1] + "\n")
+        second = landing_zone_sensor(dg.build_sensor_context(
+            instance=instance, resources=resources, definitions=defs, cursor=first.cursor))
+        assert [r.partition_key for r in second.run_requests] == [
+            r.partition_key for r in first.run_requests]
+        assert not {r.run_key for r in first.run_requests} & {r.run_key
+                                                              for r in second.run_requests}
+        assert second.dynamic_partitions_requests == []
+        assert json.loads(second.cursor) == {str(eur): signature(eur)}
