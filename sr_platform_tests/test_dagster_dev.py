@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from sr_platform.core import migrate, settings
 
@@ -33,7 +34,8 @@ def test_dagster_dev_without_any_sr_platform_variable(tmp_path):
     url = subprocess.run(
         [sys.executable, "-c", "from sr_platform.core import db; print(db.database_url())"],
         env=env, cwd=work, check=True, capture_output=True, text=True).stdout.strip()
-    assert url.endswith(f"/{settings.APP_DATABASE}")
+    assert make_url(url).database == settings.APP_DATABASE
+    assert make_url(url).username == "sr_app_writer"  # the fallback is least-privilege too
     with dagster_dev(["-m", LOCATION], env=env, cwd=work) as dev:
         port = dev.port
         run_id = launch_assets(port, LOCATION, [["database_schema"]])
