@@ -1,12 +1,13 @@
-# Two commands: `make run` (the platform) and `make test` (the whole suite). Both are idempotent.
-# Also: test-fast (skips the slow tests), lint, bench, db-start, db-stop, clean-db.
+# Two commands: `make run` (the platform) and `make test` (the suite but the slow tests, under
+# 10 minutes). Both are idempotent. Also: test-slow (only the slow tests; CI runs them too),
+# test-all (both), lint, bench, db-start, db-stop, clean-db.
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 export DAGSTER_HOME := $(CURDIR)
 
-.PHONY: install run test test-fast lint bench db-start db-stop clean-db
+.PHONY: install run test test-slow test-all lint bench db-start db-stop clean-db
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,13 +22,17 @@ install: $(BIN)/.installed
 run: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/sr-platform dev
 
-# Everything, slow tests included (CI runs this).
+# The suite without the tests marked slow (browser, kill -9, dagster dev, PITR, ...).
 test: install
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
-
-# The suite without the tests marked slow (browser, kill -9, Dagster webserver, ...).
-test-fast: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -m "not slow"
+
+# Only the slow tests (.ci/run runs these, then `make test`).
+test-slow: install
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -m slow
+
+# Everything.
+test-all: install
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
 
 lint: install
 	$(BIN)/ruff check sr_platform sr_platform_tests bench

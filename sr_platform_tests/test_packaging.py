@@ -103,15 +103,18 @@ def test_installed_wheel_upgrades_a_database_to_head(wheel, server_url, make_db,
     assert migrate.current(url) == migrate.head()
 
 
-def test_every_phony_make_target_exists_and_test_fast_skips_only_slow():
+def test_every_phony_make_target_exists_and_test_skips_only_slow():
     makefile = (ROOT / "Makefile").read_text()
     phony = set(re.search(r"^\.PHONY:(.*)$", makefile, re.M).group(1).split())
     defined = set(re.findall(r"^([A-Za-z0-9_-]+):", makefile, re.M))
     assert phony - defined == set()
-    assert {"test", "test-fast", "clean-db"} <= phony
+    assert {"test", "test-slow", "test-all", "clean-db"} <= phony
     recipes = dict(re.findall(r"^([A-Za-z0-9_-]+):.*\n\t(.*)", makefile, re.M))
-    assert recipes["test"].endswith("$(BIN)/pytest")  # everything, slow included
-    assert recipes["test-fast"].endswith('$(BIN)/pytest -m "not slow"')
+    assert recipes["test"].endswith('$(BIN)/pytest -m "not slow"')
+    assert recipes["test-slow"].endswith("$(BIN)/pytest -m slow")
+    assert recipes["test-all"].endswith("$(BIN)/pytest")  # everything
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
+    assert ci[-2:] == ["make test-slow", "make test"]  # CI runs both; the README's last
 
 
 def test_slow_marker_is_registered(pytestconfig):
