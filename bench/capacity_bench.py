@@ -28,7 +28,7 @@ from sr_platform.core.generate import write_event_files  # noqa: E402
 from sr_platform.core.levels import refresh_levels  # noqa: E402
 
 TABLES = ("new_resistance_events", "support_and_resistance_master", "event_features",
-          "event_ids")
+          "event_id_registry")
 END = datetime(2026, 11, 1, tzinfo=UTC)
 
 
