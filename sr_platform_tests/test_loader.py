@@ -783,7 +783,8 @@ def test_kill_9_mid_load_leaves_nothing_and_rerun_loads_once(clean_db, tmp_path)
                 return watch.execute(
                     "SELECT pid, query FROM pg_stat_activity WHERE datname = %s "
                     "AND pid <> pg_backend_pid() AND state = 'active' "
-                    "AND query LIKE 'COPY %%' AND backend_xid IS NOT NULL",
+                    "AND query LIKE 'COPY new_resistance_events %%' "
+                    "AND backend_xid IS NOT NULL",
                     (dbname,)).fetchone()
 
             backend, query = wait_for(copying, 600, "the loader's COPY", proc)

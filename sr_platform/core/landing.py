@@ -7,6 +7,7 @@ from pathlib import Path
 
 from . import loader
 from .event_files import EventFileError
+from .keys import Pair
 
 
 def landing_dir() -> Path:
@@ -26,7 +27,7 @@ def event_files(directory: Path) -> list[Path]:
 @dataclass
 class Scan:
     new_files: dict[str, str]  # path -> signature
-    pairs_by_file: dict[str, set[loader.Pair]]
+    pairs_by_file: dict[str, set[Pair]]
     refused: dict[str, str]  # path -> why it is not an event file
     cursor: str
 
@@ -37,7 +38,7 @@ def scan(directory: Path, cursor: str | None) -> Scan:
     seen: dict[str, str] = json.loads(cursor) if cursor else {}
     new = {str(p): signature(p) for p in event_files(directory)
            if seen.get(str(p)) != signature(p)}
-    pairs: dict[str, set[loader.Pair]] = {}
+    pairs: dict[str, set[Pair]] = {}
     refused: dict[str, str] = {}
     for path in new:
         try:
