@@ -36,7 +36,7 @@ OPTIONAL = ("original_event_id", "event_type", "volume_at_event", "day_of_week",
 IGNORED = ("created_at", "updated_at")  # database-managed: accepted in exports, never loaded
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 PARQUET_SUFFIXES = (".parquet", ".pq")
-CHUNK_ROWS = 100_000  # records per chunk: ~60 MB of frames at the widest (measured, bench/)
+CHUNK_ROWS = 100_000  # default records per chunk (the loader passes its own)
 KEY_COLUMNS = ["instrument", "granularity"]
 _INSTRUMENT = re.compile(INSTRUMENT_RE)
 
@@ -136,8 +136,9 @@ class EventFile:
         self.path = path = Path(path)
         self.parquet = event_suffix(path) in PARQUET_SUFFIXES
         try:
-            if not path.is_file():
+            if not path.exists() and not path.is_symlink():
                 raise EventFileError(path, "no such file")
+            open(path, "rb").close()  # the OS's reason first: permission, dangling link, folder
             if path.stat().st_size == 0:
                 raise EventFileError(path, "the file is empty")
             self.columns = self._parquet_columns() if self.parquet else self._csv_header()
@@ -178,7 +179,6 @@ class EventFile:
         return [h.strip() for h in header]
 
     def _parquet_columns(self) -> list[str]:
-        open(self.path, "rb").close()  # a permission error is not a Parquet problem
         try:
             names = pq.ParquetFile(self.path).schema_arrow.names
         except Exception as exc:  # pyarrow raises many types for junk

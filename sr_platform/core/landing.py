@@ -36,10 +36,17 @@ def scan(directory: Path, cursor: str | None) -> Scan:
     """Files whose signature is not in the cursor, the pairs each holds, and the next cursor
     (which records every file seen, refused ones included, so none is read twice)."""
     seen: dict[str, str] = json.loads(cursor) if cursor else {}
-    new = {str(p): signature(p) for p in event_files(directory)
-           if seen.get(str(p)) != signature(p)}
+    new: dict[str, str] = {}
     pairs: dict[str, set[Pair]] = {}
     refused: dict[str, str] = {}
+    for p in event_files(directory):
+        try:
+            sig = signature(p)
+        except OSError as exc:  # a dangling link, a file gone meanwhile: report, go on
+            refused[str(p)] = f"{p}: cannot read: {exc.strerror or exc}"
+            continue
+        if seen.get(str(p)) != sig:
+            new[str(p)] = sig
     for path in new:
         try:
             pairs[path] = loader.file_pairs(Path(path))

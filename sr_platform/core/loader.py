@@ -49,8 +49,8 @@ __all__ = ["LoadResult", "Pair", "ensure_partitions", "file_pairs", "find_event_
 LEVEL_COLUMNS = ("original_event_id", "event_type", "instrument", "granularity",
                  "event_creation_date")
 NULLABLE = {"volume_at_event"}
-CHUNK_ROWS = 100_000  # records read, validated and written at a time (tests make it small)
-COPY_CHUNK = 50_000
+CHUNK_ROWS = 50_000  # records read, validated and written at a time (tests make it small)
+COPY_CHUNK = 10_000  # rows per COPY buffer: its text is built whole, ~250 bytes a row
 ANALYZE_MIN_ROWS = 1_000
 LOAD_LOCK = 7_004_002  # advisory lock class for loads (first key); the pair hash is the second
 ID_USED = "original_event_id unique"  # rule: the registry holds the id under another key
@@ -83,7 +83,8 @@ def find_event_files(paths: Iterable[Path]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.is_file()
+            # symlinks too, dangling ones included: they are reported, not silently skipped
+            out.extend(sorted(q for q in p.rglob("*") if (q.is_file() or q.is_symlink())
                               and event_suffix(q) and not q.name.startswith(".")))
         else:
             out.append(p)
