@@ -62,14 +62,20 @@ BEGIN
 END
 $$;
 
+-- the hot path (every loaded row): the claim inlined, registry_claim() only on a conflict
 CREATE FUNCTION registry_on_insert() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public
 AS $$
 BEGIN
-    PERFORM registry_claim(NEW.original_event_id, NEW.instrument, NEW.granularity,
-                           NEW.event_creation_date);
+    INSERT INTO event_id_registry VALUES (NEW.original_event_id, NEW.instrument,
+                                          NEW.granularity, NEW.event_creation_date)
+    ON CONFLICT (original_event_id) DO NOTHING;
+    IF NOT FOUND THEN
+        PERFORM registry_claim(NEW.original_event_id, NEW.instrument, NEW.granularity,
+                               NEW.event_creation_date);
+    END IF;
     RETURN NULL;
 END
 $$;

@@ -443,3 +443,20 @@ def test_scan_reads_two_columns_only(tmp_path, monkeypatch):
     assert loader.file_pairs(path) == {("EUR_USD", "H1"), ("GBP_USD", "H1"), ("EUR_USD", "D")}
     assert parsed == [["granularity", "instrument", "_line"]]
 
+
+
+def test_loader_on_a_database_before_0005_dedupes_by_leaf(server_url, make_db, tmp_path,
+                                                          monkeypatch):
+    """Without the registry (a database not yet upgraded; the benchmark's baseline) the loader
+    finds stored rows by their full key in the pair's leaf, as before 0005."""
+    url = make_db(server_url, migrated=False)
+    migrate.upgrade(url, "0004")
+    monkeypatch.setattr(loader, "CHUNK_ROWS", 2)
+    path = write_csv(tmp_path / "five.csv", [row(10), row(11), row(12, instrument="GBP_USD"),
+                                             row(10), row(13)])
+    first = loader.load_file(path, url)
+    assert (first.rows_read, first.loaded, first.duplicates, first.rejected) == (5, 4, 0, 1)
+    again = loader.load_file(path, url)
+    assert (again.rows_read, again.loaded, again.duplicates, again.rejected) == (5, 0, 4, 1)
+    assert_loaded_once(url, 4)
+    assert fetch(url, "SELECT line_number, cardinality(reasons) FROM rejected_events") == [(5, 1)]

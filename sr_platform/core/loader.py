@@ -181,8 +181,9 @@ class _FileLoad:
     """The database side of one file's load transaction, chunk by chunk."""
 
     def __init__(self, conn: psycopg.Connection, result: LoadResult, pair: Pair | None,
-                 source: str, sha256: str, progress: Callable[[int], None] | None) -> None:
-        self.conn, self.result, self.pair = conn, result, pair
+                 source: str, sha256: str, progress: Callable[[int], None] | None,
+                 lap: "_Lap") -> None:
+        self.conn, self.result, self.pair, self.lap = conn, result, pair, lap
         self.source, self.sha256, self.progress = source, sha256, progress
         self.registry = conn.execute(
             "SELECT to_regclass('public.event_id_registry') IS NOT NULL").fetchone()[0]
@@ -206,30 +207,39 @@ class _FileLoad:
                               "granularity": good["granularity"],
                               "ts": good["event_creation_date"]})
         _copy(conn, "load_chunk", stage, ("id", "line", "instrument", "granularity", "ts"))
+        # Scalar subqueries, one index probe per chunk row: a join let the planner (no
+        # statistics on temp tables) pick plans that scanned load_seen or the registry for
+        # every chunk, or worse (measured: 3 s to 90 s a chunk a few million rows in).
         if self.registry:
-            known = conn.execute(
-                """SELECT c.line, s.line,
-                          (r.instrument, r.granularity, r.event_creation_date)
-                              = (c.instrument, c.granularity, c.ts),
-                          r.instrument, r.granularity, r.event_creation_date
-                   FROM load_chunk c
-                   LEFT JOIN load_seen s ON s.id = c.id
-                   LEFT JOIN event_id_registry r ON r.original_event_id = c.id
-                   WHERE s.id IS NOT NULL OR r.original_event_id IS NOT NULL""").fetchall()
-        else:  # a database before 0005: the rows stored under the same key, leaf by leaf
-            known = conn.execute(
-                "SELECT c.line, s.line, NULL, NULL, NULL, NULL FROM load_chunk c "
-                "JOIN load_seen s ON s.id = c.id").fetchall()
-            seen = {k[0] for k in known}
-            pairs = {p for p in zip(good["instrument"], good["granularity"], strict=True)
-                     if self.pair is None or p == self.pair}
-            for p in sorted(pairs):
-                known += [(line, None, True, None, None, None) for (line,) in conn.execute(
-                    sql.SQL("SELECT c.line FROM load_chunk c JOIN {} e "
-                            "ON e.event_creation_date = c.ts AND e.original_event_id = c.id "
-                            "WHERE c.instrument = %s AND c.granularity = %s").format(
-                        sql.Identifier(leaf_name("new_resistance_events", p))), p)
-                    if line not in seen]
+            stored = sql.SQL(
+                "(SELECT (r.instrument, r.granularity, r.event_creation_date) "
+                "= (c.instrument, c.granularity, c.ts) FROM event_id_registry r "
+                "WHERE r.original_event_id = c.id)")
+        else:  # a database before 0005: a row stored under the same key, in its leaf
+            stored = sql.SQL("CASE {} END").format(sql.SQL(" ").join(
+                sql.SQL("WHEN (c.instrument, c.granularity) = ({}, {}) THEN (SELECT true "
+                        "FROM {} e WHERE (e.instrument, e.granularity, e.event_creation_date, "
+                        "e.original_event_id) = (c.instrument, c.granularity, c.ts, c.id))"
+                        ).format(sql.Literal(p[0]), sql.Literal(p[1]),
+                                 sql.Identifier(leaf_name("new_resistance_events", p)))
+                for p in sorted(set(zip(good["instrument"], good["granularity"], strict=True)))
+                if self.pair is None or p == self.pair) or sql.SQL("WHEN false THEN NULL"))
+        known = conn.execute(sql.SQL(
+            "SELECT line, first, same FROM (SELECT c.line, "
+            "(SELECT s.line FROM load_seen s WHERE s.id = c.id) AS first, {} AS same "
+            "FROM load_chunk c) k WHERE first IS NOT NULL OR same IS NOT NULL"
+        ).format(stored)).fetchall()
+        others = [line for line, first, same in known if first is None and same is False]
+        owners = {}
+        if others:  # rare: ids the registry holds under another key, named in the reason
+            ids = good.set_index("_line").loc[others, "original_event_id"]
+            by_id = {event_id: owner for event_id, *owner in conn.execute(
+                "SELECT original_event_id::text, instrument, granularity, event_creation_date "
+                "FROM event_id_registry WHERE original_event_id = ANY(%s::uuid[])",
+                (list(ids),))}
+            owners = {line: by_id[event_id] for line, event_id in ids.items()}
+        known = [(line, first, same, *owners.get(line, (None, None, None)))
+                 for line, first, same in known]
         conn.execute("INSERT INTO load_seen SELECT id, line FROM load_chunk "
                      "ON CONFLICT (id) DO NOTHING")
         conn.execute("TRUNCATE load_chunk")
@@ -261,6 +271,7 @@ class _FileLoad:
                     drop.append(i)
             if drop:
                 good, duplicate = good.drop(index=drop), duplicate.drop(index=drop)
+            self.lap("dedupe")
         if self.pair is not None:
             mine = (good["instrument"] == self.pair[0]) & (good["granularity"] == self.pair[1])
             good, duplicate = good[mine], duplicate[mine]
@@ -277,6 +288,7 @@ class _FileLoad:
         # quarantine every bad row of the file (also those of other slices: the insert is
         # idempotent, and rows with no valid pair belong to no slice)
         _quarantine(self.conn, self.source, self.sha256, sorted(rejected, key=lambda r: r.line))
+        self.lap("quarantine")
 
     def write(self, fresh: pd.DataFrame) -> None:
         conn, result = self.conn, self.result
@@ -285,11 +297,14 @@ class _FileLoad:
             result.pairs[p] = result.pairs.get(p, 0) + int(n)
             self.pending[p] += int(n)
         _copy(conn, "new_resistance_events", fresh, COPY_COLUMNS, self.progress)
+        self.lap("copy events")
         # before the levels' FK checks probe these leaves (see _stale_leaves)
         for p in _stale_leaves(conn, self.pending):
             conn.execute("SELECT analyze_partition(%s, %s)", p)
             del self.pending[p]
+        self.lap("analyze")
         _copy(conn, "support_and_resistance_master", fresh, LEVEL_COLUMNS)
+        self.lap("copy levels")
         result.loaded += len(fresh)
 
 
@@ -323,16 +338,18 @@ def load_file(path: Path, url: str | None = None, pair: Pair | None = None,
     lap("partitions")
     source = str(Path(path).resolve())
     with db.connect(url, role=db.WRITER_ROLE) as conn:
+        # load_seen's index (16 bytes an id plus overhead) in memory, not spilled to disk
+        # (settable only before the session's first temp table; released when it ends)
+        conn.execute("SET temp_buffers = '256MB'")
         begun = conn.execute("SELECT clock_timestamp()").fetchone()[0]
         for p in pairs:
             conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
                          (LOAD_LOCK, f"{p[0]}/{p[1]}"))
-        load = _FileLoad(conn, result, pair, source, scanned.sha256, progress)
+        load = _FileLoad(conn, result, pair, source, scanned.sha256, progress, lap)
         lap("lock")
         for raw, checked in _prefetched(_checked_chunks(f, assume_tz, CHUNK_ROWS)):
             lap("read+validate (waiting)")
             load.chunk(raw, checked)
-            lap("write")
         conn.execute(
             "INSERT INTO load_log (source, source_sha256, instrument, granularity, rows_read, "
             "rows_loaded, rows_duplicate, rows_rejected, started_at) "
