@@ -391,8 +391,9 @@ def load_paths(paths: Iterable[Path], url: str | None = None, assume_tz: str | N
         except EventFileError as exc:
             results.append(LoadResult(Path(path), error=str(exc)))
         except psycopg.Error as exc:
+            # a lost server or connection, or a concurrent load claiming the same id first
             results.append(LoadResult(Path(path), error=(
-                f"{path}: not loaded, the database failed mid-load and the file's transaction "
-                f"was rolled back (rerun to load it): {exc.__class__.__name__}: "
-                f"{str(exc).strip()}")))
+                f"{path}: not loaded, the database ended the load and rolled the file's "
+                f"transaction back (nothing of it stored; rerun to load it): "
+                f"{exc.__class__.__name__}: {str(exc).strip()}")))
     return results
