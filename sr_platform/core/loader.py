@@ -250,10 +250,15 @@ class _FileLoad:
         rejected = list(checked.rejected)
         duplicate = pd.Series(False, index=good.index)
         if len(good):
+            known = self._known(good)
+            # already stored under the same key (a whole reload: every row), vectorised
+            duplicate = good["_line"].isin([k[0] for k in known if k[1] is None and k[2]])
             by_line = pd.Series(good.index, index=good["_line"].to_numpy())
             raw_pos = pd.Series(range(len(raw.frame)), index=raw.frame["_line"].to_numpy())
             drop = []
-            for line, first, same, instrument, granularity, ts in self._known(good):
+            for line, first, same, instrument, granularity, ts in known:
+                if first is None and same:
+                    continue
                 i = by_line[line]
                 event_id = good.at[i, "original_event_id"]
                 if first is not None:
@@ -261,8 +266,6 @@ class _FileLoad:
                                              [duplicate_reason(first, event_id)],
                                              [DUPLICATE_IN_FILE]))
                     drop.append(i)
-                elif same:
-                    duplicate[i] = True
                 elif self.pair is None or (good.at[i, "instrument"],
                                            good.at[i, "granularity"]) == self.pair:
                     rejected.append(Rejected(line, raw_record(raw.frame, raw_pos[line]),
