@@ -2,6 +2,7 @@
 same generated rows, same server.
 
     .venv/bin/python bench/load_bench.py [--rows 1000000] [--to-sql-rows 50000]
+                                         [--without-registry]
 
 Each method loads the same files (one per instrument, all granularities mixed) into an empty
 database. The loader writes the partitioned events table AND one level row per event (with
@@ -9,6 +10,10 @@ its foreign-key check), validation and quarantine included. \\copy writes a plai
 unpartitioned table with the same columns and the same indexes, nothing else: the practical
 ceiling. to_sql is timed on a prefix of the rows (it is ~20x slower) and reported per row.
 p50/p95/p99 are per-file latencies (per-batch for to_sql).
+
+--without-registry runs the same on a database migrated to 0004 only: no event_id_registry
+(and no triggers), the loader then dedupes against the events leaves; the difference between
+the two runs is what one id per event costs.
 """
 
 import argparse
@@ -117,13 +122,15 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--to-sql-rows", type=int, default=50_000)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--without-registry", action="store_true",
+                    help="migrate to 0004 only (no event_id_registry, no triggers)")
     args = ap.parse_args()
 
     server = db.database_url("postgres")
     name = f"srbench_{uuid.uuid4().hex[:8]}"
     db.ensure_database(server, name)
     url = db.with_database(server, name)
-    migrate.upgrade(url)
+    migrate.upgrade(url, "0004" if args.without_registry else "head")
     with db.connect(url) as conn:
         conn.execute(PLAIN_DDL)
         conn.execute("CREATE TABLE events_plain_to_sql (LIKE events_plain INCLUDING ALL)")
@@ -146,6 +153,8 @@ def main() -> None:
             n += len(part)
         files = out
         columns = list(pd.read_csv(files[0], nrows=0).columns)
+        print(f"revision {migrate.current(url)}; "
+              f"registry {'off' if args.without_registry else 'on'}")
         print(f"PostgreSQL {version}; {n:,} rows in {len(files)} CSV files "
               f"({sum(f.stat().st_size for f in files) / 1e6:.0f} MB)\n", flush=True)
 

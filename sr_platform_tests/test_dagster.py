@@ -34,7 +34,7 @@ def test_materialize_database_schema(server_url, make_db):
     meta = result.asset_materializations_for_node("database_schema")[0].metadata
     assert meta["revision"].value == migrate.head()
     assert meta["previous_revision"].value == "None"
-    assert meta["table_count"].value == 5
+    assert meta["table_count"].value == 6  # 0005 added event_id_registry
     assert meta["partition_count"].value == 0
     # a second materialization is a no-op upgrade
     again = dg.materialize([database_schema],

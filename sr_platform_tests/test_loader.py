@@ -635,7 +635,7 @@ NOT_EVENT_FILES = {
                         "new_resistance_negative_rebound, new_resistance_negative_rebound_in_atr"),
     "repeated-column": ("repeated.csv",
                         (",".join([*REQUIRED, "instrument"]) + "\n").encode(),
-                        "not an event file"),
+                        "repeated columns instrument"),
     "parquet-junk": ("junk.parquet", b"PAR1 this is not parquet at all",
                      "unreadable Parquet"),
     "missing-file": ("does-not-exist.csv", None, "no such file"),
@@ -661,6 +661,16 @@ def test_not_an_event_file_raises_and_touches_nothing(clean_db, tmp_path, name, 
                                 "rejected_events": 0}
     assert scalar(clean_db, "SELECT count(*) FROM load_log") == log_before
     assert leaves(clean_db) == leaves_before
+
+
+def test_repeated_column_message_is_exact(clean_db, tmp_path):
+    path = tmp_path / "repeated.csv"
+    path.write_text(",".join([*REQUIRED, "instrument", " atr_at_event "]) + "\n",
+                    encoding="utf-8")
+    with pytest.raises(EventFileError) as exc:
+        loader.load_file(path, clean_db)
+    assert str(exc.value) == (f"{path}: not an event file: repeated columns atr_at_event, "
+                              "instrument")
 
 
 def test_load_paths_reports_a_non_event_file_and_loads_the_others(clean_db, tmp_path):
@@ -784,7 +794,8 @@ def test_kill_9_mid_load_leaves_nothing_and_rerun_loads_once(clean_db, tmp_path)
                 return watch.execute(
                     "SELECT pid, query FROM pg_stat_activity WHERE datname = %s "
                     "AND pid <> pg_backend_pid() AND state = 'active' "
-                    "AND query LIKE 'COPY %%' AND backend_xid IS NOT NULL",
+                    "AND query LIKE 'COPY new_resistance_events %%' "
+                    "AND backend_xid IS NOT NULL",
                     (dbname,)).fetchone()
 
             backend, query = wait_for(copying, 600, "the loader's COPY", proc)

@@ -5,8 +5,6 @@ from dataclasses import dataclass
 from . import db
 from .migrate import current
 
-PARTITIONED_TABLES = ("new_resistance_events", "support_and_resistance_master", "event_features")
-
 
 @dataclass
 class SchemaSummary:

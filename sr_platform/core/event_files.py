@@ -1,16 +1,32 @@
-"""Reading event files (CSV or Parquet) into raw, untyped frames with their line numbers.
+"""Reading event files (CSV, gzip-compressed CSV or Parquet) as a stream of raw, untyped
+chunks with their line numbers, in bounded memory whatever the file's size.
 
 Everything is read as text (CSV) or as stored (Parquet) and nothing is coerced here, so the
 validator sees exactly what the file said and can quote it back in the quarantine.
+
+`scan()` is the first, cheap pass: it hashes the file as stored, refuses a file that is not
+UTF-8 CSV text or readable Parquet, and collects the (instrument, granularity) pairs from those
+two columns only. `EventFile.chunks()` is the second pass, CHUNK_ROWS records at a time.
 """
 
+import codecs
 import csv
+import gzip
 import hashlib
 import io
+import re
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from itertools import chain, islice
 from pathlib import Path
+from typing import BinaryIO
 
 import pandas as pd
+import pyarrow.parquet as pq
+
+from .keys import GRANULARITIES, INSTRUMENT_RE, Pair
 
 REQUIRED = (
     "event_creation_date", "granularity", "instrument", "event_price_level", "atr_at_event",
@@ -18,24 +34,43 @@ REQUIRED = (
 )
 OPTIONAL = ("original_event_id", "event_type", "volume_at_event", "day_of_week", "hour_of_day")
 IGNORED = ("created_at", "updated_at")  # database-managed: accepted in exports, never loaded
-SUFFIXES = (".csv", ".parquet", ".pq")
+SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CHUNK_ROWS = 100_000  # default records per chunk (the loader passes its own)
+KEY_COLUMNS = ["instrument", "granularity"]
+_INSTRUMENT = re.compile(INSTRUMENT_RE)
 
 
 class EventFileError(ValueError):
-    """The file is not an event file at all; nothing of it is loaded."""
+    """The file is not an event file at all (or cannot be read); nothing of it is loaded."""
 
-    def __init__(self, path: Path, problem: str) -> None:
-        super().__init__(f"{path}: not an event file: {problem}")
+    def __init__(self, path: Path, problem: str, what: str = "not an event file") -> None:
+        super().__init__(f"{path}: {what}: {problem}")
         self.path = path
 
 
 @dataclass
 class RawEvents:
+    """One chunk of a file's records."""
+
     path: Path
     sha256: str
     frame: pd.DataFrame  # one column per file column, plus `_line`
     malformed: list[tuple[int, dict, str]]  # (line, raw record, reason) rows unparseable as CSV
     ignored_columns: list[str] = field(default_factory=list)  # not in the contract: not loaded
+
+
+@dataclass
+class Scan:
+    sha256: str  # of the file as stored (compressed, for .csv.gz)
+    pairs: set[Pair]  # well-formed (instrument, granularity) pairs with at least one row
+    ignored_columns: list[str]
+
+
+def event_suffix(path: Path) -> str | None:
+    """The event-file suffix the name ends with (.csv.gz counts as one), else None."""
+    name = path.name.lower()
+    return next((s for s in SUFFIXES if name.endswith(s)), None)
 
 
 def sha256_of(path: Path) -> str:
@@ -62,94 +97,242 @@ def _check_header(path: Path, columns: list[str]) -> list[str]:
     return [c for c in columns if c not in REQUIRED + OPTIONAL + IGNORED]
 
 
-def _record_lines(data: bytes) -> list[int]:
-    """1-based numbers of the non-blank physical lines (the header's included)."""
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    return [i + 1 for i, line in enumerate(lines) if line.strip(b"\r")]
+class _Tap(io.RawIOBase):
+    """A readable stream that shows every block read through it to `see` (hashing, UTF-8
+    checking) on its way to the reader."""
+
+    def __init__(self, inner: BinaryIO, see: Callable[[bytes], None]) -> None:
+        self.inner, self.see = inner, see
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        data = self.inner.read(len(buf))
+        self.see(data)
+        buf[:len(data)] = data
+        return len(data)
 
 
-def _read_csv_fast(data: bytes) -> pd.DataFrame | None:
-    """pandas' C parser, when the file's shape proves it safe: every non-blank physical line one
-    record with exactly the header's field count. Quoted fields, ragged or short lines and
-    comma-only lines fail that proof (by counting) and go to the exact reader."""
-    frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_filter=False,
-                        skip_blank_lines=True, encoding="utf-8-sig", engine="c")
-    lines = _record_lines(data)
-    if (len(lines) != len(frame) + 1
-            or data.count(b",") != (frame.shape[1] - 1) * (len(frame) + 1)):
-        return None
-    frame["_line"] = lines[1:]
-    return frame
+class _Utf8Check:
+    """Refuses non-UTF-8 text block by block (an incremental decoder keeps sequences cut at a
+    block boundary) and NUL bytes in the first 64 KiB (a binary file)."""
 
+    def __init__(self) -> None:
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.seen = 0
 
-def _read_csv_exact(data: bytes) -> tuple[pd.DataFrame, list[tuple[int, dict, str]]]:
-    """The csv module, record by record: each record keeps the physical line it starts on; a
-    record with the wrong number of fields is set aside as malformed; blank lines are skipped."""
-    rows, lines, malformed = [], [], []
-    reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))
-    header = next(reader)
-    start = reader.line_num + 1
-    for fields in reader:
-        if not fields:  # a blank line
-            start = reader.line_num + 1
-            continue
-        if len(fields) == len(header):
-            rows.append(fields)
-            lines.append(start)
-        else:
-            malformed.append((start, {"fields": fields},
-                              f"expected {len(header)} fields, found {len(fields)}"))
-        start = reader.line_num + 1
-    frame = pd.DataFrame(rows, columns=header, dtype=str)
-    frame["_line"] = lines
-    return frame, malformed
-
-
-def _header(data: bytes) -> list[str]:
-    return next(csv.reader(io.StringIO(data[:65536].decode("utf-8-sig", "replace")
-                                       .split("\n", 1)[0])), [])
-
-
-def read_event_file(path: Path) -> RawEvents:
-    path = Path(path)
-    if not path.is_file():
-        raise EventFileError(path, "no such file")
-    if path.stat().st_size == 0:
-        raise EventFileError(path, "the file is empty")
-    malformed: list[tuple[int, dict, str]] = []
-    if path.suffix.lower() in (".parquet", ".pq"):
-        digest = sha256_of(path)
-        try:
-            frame = pd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises many types for junk
-            raise EventFileError(path, f"unreadable Parquet ({exc.__class__.__name__})") from None
-        ignored = _check_header(path, [str(c) for c in frame.columns])
-        frame = frame.drop(columns=ignored).reset_index(drop=True)
-        frame["_line"] = frame.index + 1  # Parquet has no lines: 1-based row number
-        return RawEvents(path, digest, frame, malformed, ignored)
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    try:
-        if b"\x00" in data[:65536]:
+    def __call__(self, data: bytes) -> None:
+        if self.seen < 65536 and b"\x00" in data[:65536 - self.seen]:
             raise UnicodeDecodeError("utf-8", data[:1], 0, 1, "NUL byte")
-        data.decode("utf-8")  # refuse non-UTF-8 files whole, before any parsing
-        header = _header(data)
-        if not any(h.strip() for h in header):
-            raise EventFileError(path, "no header row (the first line is empty)")
-        ignored = _check_header(path, [h.strip() for h in header])
-        frame = None
-        if b'"' not in data:
+        self.seen += len(data)
+        self.decoder.decode(data, final=not data)
+
+
+class EventFile:
+    """An event file, opened for streaming: its header is checked on construction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path = Path(path)
+        self.parquet = event_suffix(path) in PARQUET_SUFFIXES
+        try:
+            if not path.exists() and not path.is_symlink():
+                raise EventFileError(path, "no such file")
+            open(path, "rb").close()  # the OS's reason first: permission, dangling link, folder
+            if path.stat().st_size == 0:
+                raise EventFileError(path, "the file is empty")
+            self.columns = self._parquet_columns() if self.parquet else self._csv_header()
+        except OSError as exc:  # permission denied, a file that vanished, I/O errors
+            raise EventFileError(path, exc.strerror or str(exc), "cannot read") from None
+        self.ignored_columns = _check_header(path, self.columns)
+        self.sha256 = ""  # set by scan()
+
+    # -- opening --------------------------------------------------------------------------
+
+    def _open(self, stack: ExitStack, see_raw=None, see_text=None) -> BinaryIO:
+        """The file's text bytes (decompressed for .csv.gz), with the optional taps."""
+        fh: BinaryIO = stack.enter_context(open(self.path, "rb"))
+        if see_raw:
+            fh = stack.enter_context(io.BufferedReader(_Tap(fh, see_raw), 1 << 20))
+        if event_suffix(self.path) == ".csv.gz":
+            fh = stack.enter_context(gzip.GzipFile(fileobj=fh, mode="rb"))
+        if see_text:
+            fh = stack.enter_context(io.BufferedReader(_Tap(fh, see_text), 1 << 20))
+        return fh
+
+    def _csv_header(self) -> list[str]:
+        with ExitStack() as stack:
             try:
-                frame = _read_csv_fast(data)
-            except pd.errors.ParserError:
-                frame = None
-        if frame is None:
-            frame, malformed = _read_csv_exact(data)
-    except (UnicodeDecodeError, pd.errors.EmptyDataError, csv.Error, StopIteration) as exc:
-        raise EventFileError(path, f"not UTF-8 CSV text ({exc.__class__.__name__})") from None
-    frame.columns = [c.strip() if c != "_line" else c for c in frame.columns]
-    return RawEvents(path, digest, frame.drop(columns=ignored), malformed, ignored)
+                first = self._open(stack).readline(1 << 20)
+                if b"\x00" in first:  # a binary file
+                    raise UnicodeDecodeError("utf-8", first[:1], 0, 1, "NUL byte")
+                text = first.decode("utf-8-sig")
+            except UnicodeDecodeError as exc:
+                raise EventFileError(self.path, f"not UTF-8 CSV text ({exc.__class__.__name__})"
+                                     ) from None
+            except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+                raise EventFileError(self.path, f"unreadable gzip ({exc.__class__.__name__})"
+                                     ) from None
+        header = next(csv.reader([text.rstrip("\r\n")]), [])
+        if not any(h.strip() for h in header):
+            raise EventFileError(self.path, "no header row (the first line is empty)")
+        return [h.strip() for h in header]
+
+    def _parquet_columns(self) -> list[str]:
+        try:
+            names = pq.ParquetFile(self.path).schema_arrow.names
+        except Exception as exc:  # pyarrow raises many types for junk
+            raise EventFileError(self.path, f"unreadable Parquet ({exc.__class__.__name__})"
+                                 ) from None
+        # pandas' stored index is metadata, not a column of the file's contract
+        return [str(c) for c in names if not str(c).startswith("__index_level_")]
+
+    # -- reading --------------------------------------------------------------------------
+
+    def chunks(self, rows: int | None = None, columns: list[str] | None = None,
+               see_raw=None, see_text=None) -> Iterator[RawEvents]:
+        """The file's records, `rows` (CHUNK_ROWS) at a time, with their physical line numbers
+        (1-based row numbers for Parquet); `columns` restricts the frame to those."""
+        rows = rows or CHUNK_ROWS
+        keep = [c for c in self.columns if c not in self.ignored_columns
+                and (columns is None or c in columns)]
+        try:
+            if self.parquet:
+                yield from self._parquet_chunks(rows, keep, see_raw)
+            else:
+                yield from self._csv_chunks(rows, keep, see_raw, see_text)
+        except UnicodeDecodeError as exc:
+            raise EventFileError(self.path, f"not UTF-8 CSV text ({exc.__class__.__name__})"
+                                 ) from None
+        except csv.Error as exc:
+            raise EventFileError(self.path, f"not UTF-8 CSV text ({exc.__class__.__name__})"
+                                 ) from None
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise EventFileError(self.path, f"unreadable gzip ({exc.__class__.__name__})"
+                                 ) from None
+        except OSError as exc:
+            raise EventFileError(self.path, exc.strerror or str(exc), "cannot read") from None
+
+    def _raw(self, frame: pd.DataFrame, malformed: list) -> RawEvents:
+        return RawEvents(self.path, self.sha256, frame, malformed, self.ignored_columns)
+
+    def _parquet_chunks(self, rows: int, keep: list[str], see_raw) -> Iterator[RawEvents]:
+        if see_raw:  # Parquet is read by column chunks, not front to back: hash it apart
+            with open(self.path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    see_raw(block)
+        try:
+            pf = pq.ParquetFile(self.path)
+            batches = pf.iter_batches(batch_size=rows, columns=keep)
+            line = 1
+            for batch in batches:
+                frame = batch.to_pandas()
+                frame["_line"] = range(line, line + len(frame))  # Parquet has no lines
+                line += len(frame)
+                yield self._raw(frame, [])
+        except Exception as exc:
+            raise EventFileError(self.path, f"unreadable Parquet ({exc.__class__.__name__})"
+                                 ) from None
+
+    def _csv_chunks(self, rows: int, keep: list[str], see_raw, see_text
+                    ) -> Iterator[RawEvents]:
+        """Blocks of `rows` physical lines go through pandas' C parser when the block proves
+        safe (_fast_block); from the first block with a quote on, the csv module reads the rest
+        record by record (a quoted field may run across block boundaries)."""
+        with ExitStack() as stack:
+            fh = self._open(stack, see_raw, see_text)
+            fh.readline()  # the header, already checked
+            lines = iter(fh)
+            lineno = 2  # physical line number of the next line
+            while True:
+                block = list(islice(lines, rows))
+                if not block:
+                    break
+                data = b"".join(block)
+                if b'"' in data:
+                    yield from self._exact(chain(block, lines), lineno, rows, keep)
+                    break
+                frame = self._fast_block(data, block, lineno, keep)
+                if frame is not None:
+                    yield self._raw(frame, [])
+                else:
+                    yield from self._exact(iter(block), lineno, rows, keep)
+                lineno += len(block)
+            if see_raw or see_text:  # pass every byte through the taps
+                for _ in iter(lambda: fh.read(1 << 20), b""):
+                    pass
+
+    def _fast_block(self, data: bytes, block: list[bytes], lineno: int, keep: list[str]
+                    ) -> pd.DataFrame | None:
+        """pandas' C parser, when the block's shape proves it safe: every non-blank physical
+        line one record with exactly the header's field count. Ragged or short lines and
+        comma-only lines fail that proof (by counting) and go to the exact reader."""
+        n = len(self.columns)
+        try:
+            frame = pd.read_csv(io.BytesIO(data), header=None, names=self.columns,
+                                usecols=keep, index_col=False, dtype=str,
+                                keep_default_na=False, na_filter=False, skip_blank_lines=True,
+                                encoding="utf-8", engine="c")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError):
+            return None
+        records = [lineno + i for i, line in enumerate(block) if line.strip(b"\r\n")]
+        if len(records) != len(frame) or data.count(b",") != (n - 1) * len(frame):
+            return None
+        frame["_line"] = records
+        return frame
+
+    def _exact(self, lines: Iterator[bytes], lineno: int, rows: int, keep: list[str]
+               ) -> Iterator[RawEvents]:
+        """The csv module, record by record: each record keeps the physical line it starts on;
+        a record with the wrong number of fields is set aside as malformed; blank lines are
+        skipped."""
+        n = len(self.columns)
+        reader = csv.reader(line.decode("utf-8") for line in lines)
+        records: list[list[str]] = []
+        numbers: list[int] = []
+        malformed: list[tuple[int, dict, str]] = []
+        start = lineno
+        for fields in reader:
+            if fields:
+                if len(fields) == n:
+                    records.append(fields)
+                    numbers.append(start)
+                else:
+                    malformed.append((start, {"fields": fields},
+                                      f"expected {n} fields, found {len(fields)}"))
+                if len(records) + len(malformed) >= rows:
+                    yield self._raw(self._frame(records, numbers, keep), malformed)
+                    records, numbers, malformed = [], [], []
+            start = lineno + reader.line_num
+        if records or malformed:
+            yield self._raw(self._frame(records, numbers, keep), malformed)
+
+    def _frame(self, records: list[list[str]], numbers: list[int], keep: list[str]
+               ) -> pd.DataFrame:
+        frame = pd.DataFrame(records, columns=self.columns, dtype=str)[keep]
+        frame["_line"] = numbers
+        return frame
 
 
+def scan(path: Path) -> tuple[EventFile, Scan]:
+    """The first pass: check the header, hash the file as stored, refuse non-UTF-8 text, and
+    collect the well-formed (instrument, granularity) pairs from those two columns only.
+    Raises EventFileError when the file is not an event file."""
+    f = EventFile(path)
+    digest = hashlib.sha256()
+    check = None if f.parquet else _Utf8Check()
+    pairs: set[Pair] = set()
+    for chunk in f.chunks(columns=KEY_COLUMNS, see_raw=digest.update, see_text=check):
+        keys = chunk.frame[KEY_COLUMNS].drop_duplicates()
+        for instrument, granularity in keys.itertuples(index=False):
+            i, g = str(instrument).strip(), str(granularity).strip()
+            if g in GRANULARITIES and _INSTRUMENT.match(i):
+                pairs.add((i, g))
+    if check:
+        try:
+            check(b"")
+        except UnicodeDecodeError as exc:
+            raise EventFileError(f.path, f"not UTF-8 CSV text ({exc.__class__.__name__})"
+                                 ) from None
+    f.sha256 = digest.hexdigest()
+    return f, Scan(f.sha256, pairs, f.ignored_columns)

@@ -4,7 +4,7 @@ from the event and its level. Upserts only rows whose values changed."""
 from psycopg import sql
 
 from . import db
-from .loader import Pair, leaf_name
+from .keys import Pair, leaf_name
 
 FEATURE_VERSION = 1
 

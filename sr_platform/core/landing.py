@@ -7,6 +7,7 @@ from pathlib import Path
 
 from . import loader
 from .event_files import EventFileError
+from .keys import Pair
 
 
 def landing_dir() -> Path:
@@ -26,7 +27,7 @@ def event_files(directory: Path) -> list[Path]:
 @dataclass
 class Scan:
     new_files: dict[str, str]  # path -> signature
-    pairs_by_file: dict[str, set[loader.Pair]]
+    pairs_by_file: dict[str, set[Pair]]
     refused: dict[str, str]  # path -> why it is not an event file
     cursor: str
 
@@ -35,10 +36,17 @@ def scan(directory: Path, cursor: str | None) -> Scan:
     """Files whose signature is not in the cursor, the pairs each holds, and the next cursor
     (which records every file seen, refused ones included, so none is read twice)."""
     seen: dict[str, str] = json.loads(cursor) if cursor else {}
-    new = {str(p): signature(p) for p in event_files(directory)
-           if seen.get(str(p)) != signature(p)}
-    pairs: dict[str, set[loader.Pair]] = {}
+    new: dict[str, str] = {}
+    pairs: dict[str, set[Pair]] = {}
     refused: dict[str, str] = {}
+    for p in event_files(directory):
+        try:
+            sig = signature(p)
+        except OSError as exc:  # a dangling link, a file gone meanwhile: report, go on
+            refused[str(p)] = f"{p}: cannot read: {exc.strerror or exc}"
+            continue
+        if seen.get(str(p)) != sig:
+            new[str(p)] = sig
     for path in new:
         try:
             pairs[path] = loader.file_pairs(Path(path))

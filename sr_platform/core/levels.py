@@ -14,7 +14,7 @@ import pandas as pd
 from psycopg import sql
 
 from . import db
-from .loader import Pair, leaf_name
+from .keys import Pair, leaf_name
 
 TEST_BAND_ATR = 0.25
 TEST_WINDOW = 200

@@ -1,22 +1,28 @@
 """Bulk loading of event files: one code path for `sr-platform load` and the Dagster assets.
 
-Per file (or per (instrument, granularity) slice of a file, for Dagster partition runs):
-  1. read and validate in pandas (validate.py); bad rows are set aside with every reason;
+Per file (or per (instrument, granularity) slice of a file, for Dagster partition runs), in
+memory bounded by the chunk size whatever the file's size:
+  1. scan (event_files.scan): hash the file as stored, refuse it whole if it is not an event
+     file, and collect its (instrument, granularity) pairs from those two columns only;
   2. create missing partitions through ensure_partition(), in their own short transactions
      (partition DDL locks the parent, so it must never wait inside a load transaction);
-  3. one transaction as sr_writer: take an advisory lock per (instrument, granularity) in
-     sorted order (concurrent loaders of the same pair queue, never deadlock), skip the rows
-     already in the table, COPY the new events and their level rows, quarantine the bad rows
-     (idempotent on (file hash, line)), write the load_log row, commit.
-A crash or kill at any point before the commit leaves nothing of the file; rerunning loads it
-exactly once.
+  3. one transaction as sr_writer: take an advisory lock per pair in sorted order (concurrent
+     loaders of the same pair queue, never deadlock); then per chunk of CHUNK_ROWS records
+     (the next chunk is read and validated in a thread meanwhile): refuse ids seen earlier in
+     the file (a temp table of (id, line), so that memory is the server's, on disk), skip the
+     rows already stored, quarantine ids the registry holds under another key, COPY the new
+     events and their level rows, quarantine the bad rows (idempotent on (file hash, line));
+     finally write the load_log row and commit.
+A crash, a kill or a lost connection at any point before the commit leaves nothing of the
+file; rerunning loads it exactly once.
 """
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -24,17 +30,30 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from . import db
-from .event_files import SUFFIXES, EventFileError, read_event_file
-from .validate import COPY_COLUMNS, GRANULARITIES, INSTRUMENT_RE, Rejected, validate
+from . import db, event_files
+from .event_files import EventFile, EventFileError, RawEvents, event_suffix
+from .keys import Pair, leaf_name
+from .validate import (
+    COPY_COLUMNS,
+    DUPLICATE_IN_FILE,
+    Rejected,
+    Validated,
+    duplicate_reason,
+    raw_record,
+    validate,
+)
 
-Pair = tuple[str, str]  # (instrument, granularity)
+__all__ = ["LoadResult", "Pair", "ensure_partitions", "file_pairs", "find_event_files",
+           "leaf_name", "load_file", "load_paths"]
+
 LEVEL_COLUMNS = ("original_event_id", "event_type", "instrument", "granularity",
                  "event_creation_date")
 NULLABLE = {"volume_at_event"}
-COPY_CHUNK = 50_000
+CHUNK_ROWS = 50_000  # records read, validated and written at a time (tests make it small)
+COPY_CHUNK = 10_000  # rows per COPY buffer: its text is built whole, ~250 bytes a row
 ANALYZE_MIN_ROWS = 1_000
 LOAD_LOCK = 7_004_002  # advisory lock class for loads (first key); the pair hash is the second
+ID_USED = "original_event_id unique"  # rule: the registry holds the id under another key
 
 
 @dataclass
@@ -46,7 +65,7 @@ class LoadResult:
     rejected: int = 0
     reasons: Counter = field(default_factory=Counter)
     seconds: float = 0.0
-    error: str | None = None  # set when the file is not an event file (nothing loaded)
+    error: str | None = None  # set when the file was not loaded at all (nothing of it stored)
     pairs: dict[Pair, int] = field(default_factory=dict)  # rows loaded per pair
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
     ids: set[str] = field(default_factory=set)  # the slice's good ids (pair loads only)
@@ -58,27 +77,25 @@ class LoadResult:
 
 
 def find_event_files(paths: Iterable[Path]) -> list[Path]:
-    """Files named on the command line, and event files (by suffix) inside named folders;
-    dot-files inside folders are skipped (files being written should be moved in when done)."""
+    """Files named on the command line, and event files (by suffix: .csv, .csv.gz, .parquet,
+    .pq) inside named folders; dot-files inside folders are skipped (files being written should
+    be moved in when done)."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.is_file()
-                              and q.suffix.lower() in SUFFIXES and not q.name.startswith(".")))
+            # symlinks too, dangling ones included: they are reported, not silently skipped
+            out.extend(sorted(q for q in p.rglob("*") if (q.is_file() or q.is_symlink())
+                              and event_suffix(q) and not q.name.startswith(".")))
         else:
             out.append(p)
     return out
 
 
 def file_pairs(path: Path) -> set[Pair]:
-    """The well-formed (instrument, granularity) pairs a file has rows for: a pre-scan of two
-    columns, not a validation (a pair whose rows are all bad still gets its run, which
-    quarantines them)."""
-    f = read_event_file(path).frame
-    instrument = f["instrument"].astype(str).str.strip()
-    granularity = f["granularity"].astype(str).str.strip()
-    ok = instrument.str.match(INSTRUMENT_RE) & granularity.isin(GRANULARITIES)
-    return set(zip(instrument[ok], granularity[ok], strict=True))
+    """The well-formed (instrument, granularity) pairs a file has rows for: a streaming pre-scan
+    of two columns, not a validation (a pair whose rows are all bad still gets its run, which
+    quarantines them). Raises EventFileError when the file is not an event file."""
+    return event_files.scan(path)[1].pairs
 
 
 def _leaf_tuples(conn: psycopg.Connection, pairs: Iterable[Pair]) -> dict[Pair, float]:
@@ -100,19 +117,6 @@ def ensure_partitions(url: str, pairs: Iterable[Pair]) -> int:
             created += conn.execute("SELECT ensure_partition(%s, %s)",
                                     (instrument, granularity)).fetchone()[0]
     return created
-
-
-def leaf_name(table: str, pair: Pair) -> str:
-    """Leaf partition of `table` for a validated pair (ensure_partition's naming)."""
-    return f"{table}_{pair[1].lower()}_{pair[0].lower()}"
-
-
-def _existing_ids(conn: psycopg.Connection, pair: Pair, lo, hi) -> set[str]:
-    # straight to the leaf: planning against the parent prunes hundreds of partitions per call
-    rows = conn.execute(sql.SQL(
-        "SELECT original_event_id::text FROM {} WHERE event_creation_date BETWEEN %s AND %s"
-    ).format(sql.Identifier(leaf_name("new_resistance_events", pair))), (lo, hi))
-    return {r[0] for r in rows}
 
 
 def _copy_text(frame: pd.DataFrame, columns: tuple[str, ...]) -> bytes:
@@ -147,45 +151,168 @@ def _quarantine(conn: psycopg.Connection, source: str, sha: str,
             [(source, sha, r.line, Jsonb(r.raw), r.reasons) for r in rejected])
 
 
-@dataclass
-class Prepared:
-    """A file read and validated (no database work yet)."""
-
-    raw_sha256: str
-    source: str
-    pair: Pair | None
-    good: pd.DataFrame
-    rejected: list[Rejected]  # every bad row of the file
-    result: LoadResult
-    started: float
+def _utc_text(ts: datetime) -> str:
+    ts = ts.astimezone(UTC)
+    frac = f".{ts.microsecond:06d}" if ts.microsecond else ""
+    return f"{ts:%Y-%m-%dT%H:%M:%S}{frac}Z"
 
 
-def prepare(path: Path, pair: Pair | None = None, assume_tz: str | None = None) -> Prepared:
-    """Read and validate one file, keeping only `pair`'s rows when given. Raises
-    EventFileError when the file is not an event file."""
-    started = time.perf_counter()
-    result = LoadResult(Path(path))
-    raw = read_event_file(path)
-    result.ignored_columns = raw.ignored_columns
-    checked = validate(raw, assume_tz=assume_tz)
-    good, rejected = checked.good, checked.rejected
-    in_slice = rejected
-    if pair is not None:
-        good = good[(good["instrument"] == pair[0]) & (good["granularity"] == pair[1])]
-        in_slice = [r for r in rejected if (str(r.raw.get("instrument", "")).strip(),
-                                            str(r.raw.get("granularity", "")).strip()) == pair]
-        result.ids = set(good["original_event_id"])
-    result.rejected = len(in_slice)
-    result.rows_read = len(good) + len(in_slice)
-    for r in in_slice:
-        result.reasons.update(r.rules)
-    result.timings["read+validate"] = time.perf_counter() - started
-    return Prepared(raw.sha256, str(Path(path).resolve()), pair, good, rejected, result,
-                    started)
+def id_used_reason(instrument: str, granularity: str, ts: datetime) -> str:
+    return f"original_event_id: already used by {instrument} {granularity} {_utc_text(ts)}"
+
+
+def _prefetched(items: Iterator) -> Iterator:
+    """`items`, with the next one computed in a thread while the caller works on the current
+    one (at most two in memory)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = pool.submit(next, items, None)
+        while (item := ahead.result()) is not None:
+            ahead = pool.submit(next, items, None)
+            yield item
+
+
+def _checked_chunks(f: EventFile, assume_tz: str | None, rows: int
+                    ) -> Iterator[tuple[RawEvents, Validated]]:
+    for raw in f.chunks(rows):
+        yield raw, validate(raw, assume_tz=assume_tz)
+
+
+class _FileLoad:
+    """The database side of one file's load transaction, chunk by chunk."""
+
+    def __init__(self, conn: psycopg.Connection, result: LoadResult, pair: Pair | None,
+                 source: str, sha256: str, progress: Callable[[int], None] | None,
+                 lap: "_Lap") -> None:
+        self.conn, self.result, self.pair, self.lap = conn, result, pair, lap
+        self.source, self.sha256, self.progress = source, sha256, progress
+        self.registry = conn.execute(
+            "SELECT to_regclass('public.event_id_registry') IS NOT NULL").fetchone()[0]
+        self.pending: Counter = Counter()  # rows added per pair since its leaf's last ANALYZE
+        # ids of the file's good rows so far (the in-file duplicate rule across chunks)
+        conn.execute("CREATE TEMP TABLE load_seen (id uuid PRIMARY KEY, line int NOT NULL) "
+                     "ON COMMIT DROP")
+        conn.execute("CREATE TEMP TABLE load_chunk (id uuid, line int, instrument text, "
+                     "granularity text, ts timestamptz) ON COMMIT DROP")
+
+    def in_slice(self, r: Rejected) -> bool:
+        return self.pair is None or (str(r.raw.get("instrument", "")).strip(),
+                                     str(r.raw.get("granularity", "")).strip()) == self.pair
+
+    def _known(self, good: pd.DataFrame) -> list[tuple]:
+        """(line, first line in the file or None, same key?, stored instrument, granularity,
+        timestamp) for each good row whose id was seen earlier in the file or is stored."""
+        conn = self.conn
+        stage = pd.DataFrame({"id": good["original_event_id"], "line": good["_line"].astype(str),
+                              "instrument": good["instrument"],
+                              "granularity": good["granularity"],
+                              "ts": good["event_creation_date"]})
+        _copy(conn, "load_chunk", stage, ("id", "line", "instrument", "granularity", "ts"))
+        # Scalar subqueries, one index probe per chunk row: a join let the planner (no
+        # statistics on temp tables) pick plans that scanned load_seen or the registry for
+        # every chunk, or worse (measured: 3 s to 90 s a chunk a few million rows in).
+        if self.registry:
+            stored = sql.SQL(
+                "(SELECT (r.instrument, r.granularity, r.event_creation_date) "
+                "= (c.instrument, c.granularity, c.ts) FROM event_id_registry r "
+                "WHERE r.original_event_id = c.id)")
+        else:  # a database before 0005: a row stored under the same key, in its leaf
+            stored = sql.SQL("CASE {} END").format(sql.SQL(" ").join(
+                sql.SQL("WHEN (c.instrument, c.granularity) = ({}, {}) THEN (SELECT true "
+                        "FROM {} e WHERE (e.instrument, e.granularity, e.event_creation_date, "
+                        "e.original_event_id) = (c.instrument, c.granularity, c.ts, c.id))"
+                        ).format(sql.Literal(p[0]), sql.Literal(p[1]),
+                                 sql.Identifier(leaf_name("new_resistance_events", p)))
+                for p in sorted(set(zip(good["instrument"], good["granularity"], strict=True)))
+                if self.pair is None or p == self.pair) or sql.SQL("WHEN false THEN NULL"))
+        known = conn.execute(sql.SQL(
+            "SELECT line, first, same FROM (SELECT c.line, "
+            "(SELECT s.line FROM load_seen s WHERE s.id = c.id) AS first, {} AS same "
+            "FROM load_chunk c) k WHERE first IS NOT NULL OR same IS NOT NULL"
+        ).format(stored)).fetchall()
+        others = [line for line, first, same in known if first is None and same is False]
+        owners = {}
+        if others:  # rare: ids the registry holds under another key, named in the reason
+            ids = good.set_index("_line").loc[others, "original_event_id"]
+            by_id = {event_id: owner for event_id, *owner in conn.execute(
+                "SELECT original_event_id::text, instrument, granularity, event_creation_date "
+                "FROM event_id_registry WHERE original_event_id = ANY(%s::uuid[])",
+                (list(ids),))}
+            owners = {line: by_id[event_id] for line, event_id in ids.items()}
+        known = [(line, first, same, *owners.get(line, (None, None, None)))
+                 for line, first, same in known]
+        conn.execute("INSERT INTO load_seen SELECT id, line FROM load_chunk "
+                     "ON CONFLICT (id) DO NOTHING")
+        conn.execute("TRUNCATE load_chunk")
+        return known
+
+    def chunk(self, raw: RawEvents, checked: Validated) -> None:
+        result, good = self.result, checked.good
+        rejected = list(checked.rejected)
+        duplicate = pd.Series(False, index=good.index)
+        if len(good):
+            known = self._known(good)
+            # already stored under the same key (a whole reload: every row), vectorised
+            duplicate = good["_line"].isin([k[0] for k in known if k[1] is None and k[2]])
+            by_line = pd.Series(good.index, index=good["_line"].to_numpy())
+            raw_pos = pd.Series(range(len(raw.frame)), index=raw.frame["_line"].to_numpy())
+            drop = []
+            for line, first, same, instrument, granularity, ts in known:
+                if first is None and same:
+                    continue
+                i = by_line[line]
+                event_id = good.at[i, "original_event_id"]
+                if first is not None:
+                    rejected.append(Rejected(line, raw_record(raw.frame, raw_pos[line]),
+                                             [duplicate_reason(first, event_id)],
+                                             [DUPLICATE_IN_FILE]))
+                    drop.append(i)
+                elif self.pair is None or (good.at[i, "instrument"],
+                                           good.at[i, "granularity"]) == self.pair:
+                    rejected.append(Rejected(line, raw_record(raw.frame, raw_pos[line]),
+                                             [id_used_reason(instrument, granularity, ts)],
+                                             [ID_USED]))
+                    drop.append(i)
+            if drop:
+                good, duplicate = good.drop(index=drop), duplicate.drop(index=drop)
+            self.lap("dedupe")
+        if self.pair is not None:
+            mine = (good["instrument"] == self.pair[0]) & (good["granularity"] == self.pair[1])
+            good, duplicate = good[mine], duplicate[mine]
+            result.ids.update(good["original_event_id"])
+        fresh = good[~duplicate]
+        in_slice = [r for r in rejected if self.in_slice(r)]
+        result.rows_read += len(good) + len(in_slice)
+        result.duplicates += len(good) - len(fresh)
+        result.rejected += len(in_slice)
+        for r in in_slice:
+            result.reasons.update(r.rules)
+        if len(fresh):
+            self.write(fresh)
+        # quarantine every bad row of the file (also those of other slices: the insert is
+        # idempotent, and rows with no valid pair belong to no slice)
+        _quarantine(self.conn, self.source, self.sha256, sorted(rejected, key=lambda r: r.line))
+        self.lap("quarantine")
+
+    def write(self, fresh: pd.DataFrame) -> None:
+        conn, result = self.conn, self.result
+        counts = fresh.groupby(["instrument", "granularity"], sort=True).size()
+        for p, n in counts.items():
+            result.pairs[p] = result.pairs.get(p, 0) + int(n)
+            self.pending[p] += int(n)
+        _copy(conn, "new_resistance_events", fresh, COPY_COLUMNS, self.progress)
+        self.lap("copy events")
+        # before the levels' FK checks probe these leaves (see _stale_leaves)
+        for p in _stale_leaves(conn, self.pending):
+            conn.execute("SELECT analyze_partition(%s, %s)", p)
+            del self.pending[p]
+        self.lap("analyze")
+        _copy(conn, "support_and_resistance_master", fresh, LEVEL_COLUMNS)
+        self.lap("copy levels")
+        result.loaded += len(fresh)
 
 
 def _stale_leaves(conn: psycopg.Connection, adding: dict[Pair, int]) -> list[Pair]:
-    """Pairs whose events leaf will grow by more than a fifth of what its statistics say.
+    """Pairs whose events leaf has grown by more than a fifth of what its statistics say.
 
     Measured here: 100k level rows took 525 s when the events leaf they reference had only
     the statistics of an empty table (the FK check planned a seq scan per row) and 1.4 s after
@@ -195,61 +322,46 @@ def _stale_leaves(conn: psycopg.Connection, adding: dict[Pair, int]) -> list[Pai
             if adding[p] > max(ANALYZE_MIN_ROWS, 0.2 * max(tuples, 0))]
 
 
-def write(prep: Prepared, url: str, progress: Callable[[int], None] | None = None
-          ) -> LoadResult:
-    """Write a prepared file in one transaction (see the module docstring)."""
-    result, good, pair = prep.result, prep.good, prep.pair
-    lap = _Lap(result.timings)
-    pairs = sorted(set(zip(good["instrument"], good["granularity"], strict=True)))
-    ensure_partitions(url, pairs)
-    lap("partitions")
-    with db.connect(url, role=db.WRITER_ROLE) as conn:
-        begun = conn.execute("SELECT clock_timestamp()").fetchone()[0]
-        new_parts = []
-        for p in pairs:
-            conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-                         (LOAD_LOCK, f"{p[0]}/{p[1]}"))
-        for p, rows in good.groupby(["instrument", "granularity"], sort=True):
-            existing = _existing_ids(conn, p, rows["ts"].min().to_pydatetime(),
-                                     rows["ts"].max().to_pydatetime())
-            fresh = rows[~rows["original_event_id"].isin(existing)] if existing else rows
-            result.duplicates += len(rows) - len(fresh)
-            if len(fresh):
-                new_parts.append(fresh)
-                result.pairs[p] = len(fresh)
-        lap("lock+dedupe")
-        new = pd.concat(new_parts) if new_parts else good.iloc[:0]
-        if len(new):
-            stale = _stale_leaves(conn, result.pairs)
-            _copy(conn, "new_resistance_events", new, COPY_COLUMNS, progress)
-            lap("copy events")
-            for p in stale:  # before the levels' FK checks probe these leaves
-                conn.execute("SELECT analyze_partition(%s, %s)", p)
-            lap("analyze")
-            _copy(conn, "support_and_resistance_master", new, LEVEL_COLUMNS)
-            lap("copy levels")
-        result.loaded = len(new)
-        # quarantine every bad row of the file (also those of other slices: the insert is
-        # idempotent, and rows with no valid pair belong to no slice)
-        _quarantine(conn, prep.source, prep.raw_sha256, prep.rejected)
-        conn.execute(
-            "INSERT INTO load_log (source, source_sha256, instrument, granularity, rows_read, "
-            "rows_loaded, rows_duplicate, rows_rejected, started_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (prep.source, prep.raw_sha256, pair[0] if pair else None,
-             pair[1] if pair else None, result.rows_read, result.loaded, result.duplicates,
-             result.rejected, begun))
-    lap("quarantine+commit")
-    result.seconds = time.perf_counter() - prep.started
-    return result
-
-
 def load_file(path: Path, url: str | None = None, pair: Pair | None = None,
               assume_tz: str | None = None,
               progress: Callable[[int], None] | None = None) -> LoadResult:
     """Load one file (or only `pair`'s rows of it) in one transaction. Raises EventFileError
-    when the file is not an event file; the database is then untouched."""
-    return write(prepare(path, pair, assume_tz), url or db.database_url(), progress)
+    when the file is not an event file or cannot be read (the database is then untouched), and
+    psycopg errors when the database fails (the transaction is then rolled back: nothing of the
+    file is stored)."""
+    url = url or db.database_url()
+    started = time.perf_counter()
+    result = LoadResult(Path(path))
+    lap = _Lap(result.timings)
+    f, scanned = event_files.scan(path)
+    result.ignored_columns = scanned.ignored_columns
+    pairs = sorted(scanned.pairs if pair is None else scanned.pairs & {pair})
+    lap("scan")
+    ensure_partitions(url, pairs)
+    lap("partitions")
+    source = str(Path(path).resolve())
+    with db.connect(url, role=db.WRITER_ROLE) as conn:
+        # load_seen's index (16 bytes an id plus overhead) in memory, not spilled to disk
+        # (settable only before the session's first temp table; released when it ends)
+        conn.execute("SET temp_buffers = '256MB'")
+        begun = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        for p in pairs:
+            conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                         (LOAD_LOCK, f"{p[0]}/{p[1]}"))
+        load = _FileLoad(conn, result, pair, source, scanned.sha256, progress, lap)
+        lap("lock")
+        for raw, checked in _prefetched(_checked_chunks(f, assume_tz, CHUNK_ROWS)):
+            lap("read+validate (waiting)")
+            load.chunk(raw, checked)
+        conn.execute(
+            "INSERT INTO load_log (source, source_sha256, instrument, granularity, rows_read, "
+            "rows_loaded, rows_duplicate, rows_rejected, started_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (source, scanned.sha256, pair[0] if pair else None, pair[1] if pair else None,
+             result.rows_read, result.loaded, result.duplicates, result.rejected, begun))
+    lap("commit")
+    result.seconds = time.perf_counter() - started
+    return result
 
 
 class _Lap:
@@ -267,22 +379,24 @@ class _Lap:
 def load_paths(paths: Iterable[Path], url: str | None = None, assume_tz: str | None = None,
                progress_factory: Callable[[Path, int], Callable[[int], None]] | None = None,
                ) -> list[LoadResult]:
-    """Load each file in its own transaction; a file that is not an event file is reported
-    (LoadResult.error) and the others still load. The next file is read and validated in a
-    thread while the current one is written, so Python and the server work side by side."""
+    """Load each file in its own transaction. A file that is not an event file, cannot be read,
+    or whose load the database aborted is reported (LoadResult.error; nothing of it stored)
+    and the others still load."""
     url = url or db.database_url()
-    files = find_event_files(paths)
     results: list[LoadResult] = []
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        ahead = pool.submit(prepare, files[0], None, assume_tz) if files else None
-        for i, path in enumerate(files):
-            current = ahead
-            ahead = pool.submit(prepare, files[i + 1], None, assume_tz) \
-                if i + 1 < len(files) else None
-            try:
-                prep = current.result()
-                progress = progress_factory(path, 0) if progress_factory else None
-                results.append(write(prep, url, progress))
-            except EventFileError as exc:
-                results.append(LoadResult(Path(path), error=str(exc)))
+    for path in find_event_files(paths):
+        try:
+            progress = progress_factory(path, 0) if progress_factory else None
+        except OSError:  # the factory looks at the file; the load reports why it cannot
+            progress = None
+        try:
+            results.append(load_file(path, url, assume_tz=assume_tz, progress=progress))
+        except EventFileError as exc:
+            results.append(LoadResult(Path(path), error=str(exc)))
+        except psycopg.Error as exc:
+            # a lost server or connection, or a concurrent load claiming the same id first
+            results.append(LoadResult(Path(path), error=(
+                f"{path}: not loaded, the database ended the load and rolled the file's "
+                f"transaction back (nothing of it stored; rerun to load it): "
+                f"{exc.__class__.__name__}: {str(exc).strip()}")))
     return results

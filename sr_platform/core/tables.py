@@ -1,8 +1,10 @@
 """The table definitions the Python code relies on (column names, types, nullability).
 
-The migrations own the real DDL; these SQLAlchemy `Table`s are the code's view of it, used for
-column lists (COPY, queries) and checked against the migrated database by `schema_drift()` so a
-migration that changes a column the code uses fails a test instead of a load.
+The migrations own the real DDL; these SQLAlchemy `Table`s are the code's view of it:
+the columns, types and nullability the loader, queries and features SQL rely on, checked against
+the migrated database by `schema_drift()` so a migration that changes one fails a test instead
+of a load. (They document; the COPY column lists are validate.COPY_COLUMNS and
+loader.LEVEL_COLUMNS.)
 """
 
 from sqlalchemy import (
@@ -113,8 +115,13 @@ load_log = Table(
     *_audit(),
 )
 
-GRANULARITIES = ("W", "D", "H4", "H1")
-INSTRUMENT_PATTERN = r"^[A-Z0-9][A-Z0-9_]{0,9}$"
+registry = Table(
+    "event_id_registry", metadata,
+    Column("original_event_id", UUID, nullable=False),
+    Column("instrument", String(10), nullable=False),
+    Column("granularity", String(2), nullable=False),
+    Column("event_creation_date", TSTZ, nullable=False),
+)
 
 
 def _type_sig(t) -> str:

@@ -17,6 +17,7 @@ exact text the loader COPYs (UTC timestamps, ids, derived day/hour). Rules:
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -24,9 +25,8 @@ import numpy as np
 import pandas as pd
 
 from .event_files import RawEvents
+from .keys import GRANULARITIES, INSTRUMENT_RE
 
-GRANULARITIES = ("W", "D", "H4", "H1")
-INSTRUMENT_RE = r"^[A-Z0-9][A-Z0-9_]{0,9}$"
 EVENT_TYPE_RE = r"^[A-Za-z0-9_]{1,20}$"
 UUID_RE = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 # an offset after a time of day (a date alone, 2026-03-04, ends in "-04" but has none)
@@ -121,34 +121,59 @@ def raw_record(frame: pd.DataFrame, i: int) -> dict:
     return {k: _json_value(v) for k, v in frame.iloc[i].items() if k != "_line"}
 
 
-def validate(raw: RawEvents, assume_tz: str | None = None) -> Validated:
-    f = raw.frame
-    n = len(f)
-    # (rule name, mask, message or fn(i) -> message)
-    problems: list[tuple[str, np.ndarray, object]] = []
+class _Checks:
+    """The rules broken so far, as (rule name, row mask, message or fn(row) -> message)."""
 
-    def rule(name: str, mask, message) -> None:
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.f, self.n = frame, len(frame)
+        self.problems: list[tuple[str, np.ndarray, str | Callable[[int], str]]] = []
+
+    def rule(self, name: str, mask, message: str | Callable[[int], str]) -> None:
         mask = np.asarray(mask, dtype=bool)
         if mask.any():
-            problems.append((name, mask, message))
+            self.problems.append((name, mask, message))
 
-    def col(name: str) -> pd.Series:
-        return _text(f[name]) if name in f.columns else pd.Series([""] * n, index=f.index)
+    def col(self, name: str) -> pd.Series:
+        f = self.f
+        return _text(f[name]) if name in f.columns else pd.Series([""] * self.n, index=f.index)
 
-    instrument, granularity = col("instrument"), col("granularity")
-    event_type = col("event_type").replace("", "new_resistance")
-    rule("instrument required", instrument == "", "instrument: required")
-    rule("instrument format", (instrument != "") & ~instrument.str.match(INSTRUMENT_RE),
-         lambda i: f"instrument: {instrument.iat[i]!r} does not match {INSTRUMENT_RE}")
-    rule("granularity required", granularity == "", "granularity: required")
-    rule("granularity in W/D/H4/H1", (granularity != "") & ~granularity.isin(GRANULARITIES),
-         lambda i: f"granularity: {granularity.iat[i]!r} is not one of W, D, H4, H1")
-    rule("event_type format", ~event_type.str.match(EVENT_TYPE_RE),
-         lambda i: f"event_type: {event_type.iat[i]!r} does not match {EVENT_TYPE_RE}")
+    def bad(self) -> np.ndarray:
+        bad = np.zeros(self.n, dtype=bool)
+        for _, mask, _ in self.problems:
+            bad |= mask
+        return bad
 
-    # timestamps: parse the aware ones in UTC; naive ones are refused unless assume_tz names
-    # their zone, and then a wall time that zone skips or repeats (DST) is refused too
-    ts_raw = f["event_creation_date"] if "event_creation_date" in f.columns else col("x")
+    def rejected(self, bad: np.ndarray) -> list[Rejected]:
+        out = []
+        for i in np.flatnonzero(bad):
+            hits = [(name, m) for name, mask, m in self.problems if mask[i]]
+            out.append(Rejected(int(self.f["_line"].iat[i]), raw_record(self.f, i),
+                                [m if isinstance(m, str) else m(i) for _, m in hits],
+                                [name for name, _ in hits]))
+        return out
+
+
+def _keys(c: _Checks) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """instrument, granularity and event_type: present and well-formed."""
+    instrument, granularity = c.col("instrument"), c.col("granularity")
+    event_type = c.col("event_type").replace("", "new_resistance")
+    c.rule("instrument required", instrument == "", "instrument: required")
+    c.rule("instrument format", (instrument != "") & ~instrument.str.match(INSTRUMENT_RE),
+           lambda i: f"instrument: {instrument.iat[i]!r} does not match {INSTRUMENT_RE}")
+    c.rule("granularity required", granularity == "", "granularity: required")
+    c.rule("granularity in W/D/H4/H1", (granularity != "") & ~granularity.isin(GRANULARITIES),
+           lambda i: f"granularity: {granularity.iat[i]!r} is not one of W, D, H4, H1")
+    c.rule("event_type format", ~event_type.str.match(EVENT_TYPE_RE),
+           lambda i: f"event_type: {event_type.iat[i]!r} does not match {EVENT_TYPE_RE}")
+    return instrument, granularity, event_type
+
+
+def _timestamps(c: _Checks, assume_tz: str | None) -> pd.Series:
+    """event_creation_date in UTC (NaT where it is refused). Aware values are converted; naive
+    ones are refused unless assume_tz names their zone, and then a wall time that zone skips or
+    repeats (DST) is refused too."""
+    f = c.f
+    ts_raw = f["event_creation_date"] if "event_creation_date" in f.columns else c.col("x")
     unzoned = pd.Series(False, index=f.index)  # naive, parsed, but not a time in assume_tz
     if pd.api.types.is_datetime64_any_dtype(ts_raw):
         ts_missing = ts_raw.isna()
@@ -175,56 +200,64 @@ def validate(raw: RawEvents, assume_tz: str | None = None) -> Validated:
             ts = aware.where(~naive, zoned.dt.tz_convert("UTC"))
             unzoned = naive & local.notna() & zoned.isna()
         ts_bad = ~ts_missing & ((~naive & aware.isna()) | (naive & local.isna()))
-    rule("event_creation_date required", ts_missing, "event_creation_date: required")
-    rule("event_creation_date parses", ts_bad,
-         lambda i: f"event_creation_date: {_json_value(ts_raw.iat[i])!r} is not a valid "
-                   "ISO 8601 timestamp")
+    c.rule("event_creation_date required", ts_missing, "event_creation_date: required")
+    c.rule("event_creation_date parses", ts_bad,
+           lambda i: f"event_creation_date: {_json_value(ts_raw.iat[i])!r} is not a valid "
+                     "ISO 8601 timestamp")
     if assume_tz is None:
-        rule("event_creation_date has an offset", naive & ~ts_bad,
-             lambda i: f"event_creation_date: {_json_value(ts_raw.iat[i])!r} has no UTC offset "
-                       "(write Z or +hh:mm, or load with --assume-tz)")
-    rule("event_creation_date exists in --assume-tz", unzoned,
-         lambda i: f"event_creation_date: {_json_value(ts_raw.iat[i])!r} does not exist or is "
-                   f"ambiguous in {assume_tz} (a daylight-saving change)")
-    ts_ok = ts.notna()
+        c.rule("event_creation_date has an offset", naive & ~ts_bad,
+               lambda i: f"event_creation_date: {_json_value(ts_raw.iat[i])!r} has no UTC "
+                         "offset (write Z or +hh:mm, or load with --assume-tz)")
+    c.rule("event_creation_date exists in --assume-tz", unzoned,
+           lambda i: f"event_creation_date: {_json_value(ts_raw.iat[i])!r} does not exist or "
+                     f"is ambiguous in {assume_tz} (a daylight-saving change)")
+    return ts
 
-    # numbers
+
+def _numbers(c: _Checks) -> tuple[dict[str, pd.Series], dict[str, pd.Series]]:
+    """The DECIMAL columns: (text as given, parsed value) per column; present when required,
+    finite, within their DECIMAL, and the seed's CHECKs (price, ATR > 0; rebound <= 0)."""
     texts: dict[str, pd.Series] = {}
     values: dict[str, pd.Series] = {}
     for name, (required, bound) in NUMERIC.items():
-        t = col(name)
+        t = c.col(name)
         v = pd.to_numeric(t, errors="coerce")
         texts[name], values[name] = t, v
         empty = t == ""
         if required:
-            rule(f"{name} required", empty, f"{name}: required")
+            c.rule(f"{name} required", empty, f"{name}: required")
         finite = np.isfinite(v.to_numpy(dtype=float, na_value=np.nan))
-        rule(f"{name} finite number", ~empty & ~finite,
-             lambda i, t=t, name=name: f"{name}: {t.iat[i]!r} is not a finite number")
-        rule(f"{name} fits DECIMAL", finite & _too_large(t, v, bound, finite),
-             lambda i, t=t, name=name: f"{name}: {t.iat[i]} is out of range for its DECIMAL")
+        c.rule(f"{name} finite number", ~empty & ~finite,
+               lambda i, t=t, name=name: f"{name}: {t.iat[i]!r} is not a finite number")
+        c.rule(f"{name} fits DECIMAL", finite & _too_large(t, v, bound, finite),
+               lambda i, t=t, name=name: f"{name}: {t.iat[i]} is out of range for its DECIMAL")
     for name in ("event_price_level", "atr_at_event"):
         v = values[name]
-        rule(f"{name} > 0", v.notna() & (v.round(6) <= 0),
-             lambda i, name=name: f"{name}: {texts[name].iat[i]} must be > 0")
-    reb, reb_text = values["new_resistance_negative_rebound"], texts[
-        "new_resistance_negative_rebound"]
-    rule("new_resistance_negative_rebound <= 0", reb.notna() & (reb.round(6) > 0),
-         lambda i: f"new_resistance_negative_rebound: {reb_text.iat[i]} must be <= 0")
+        c.rule(f"{name} > 0", v.notna() & (v.round(6) <= 0),
+               lambda i, name=name: f"{name}: {texts[name].iat[i]} must be > 0")
+    reb = values["new_resistance_negative_rebound"]
+    reb_text = texts["new_resistance_negative_rebound"]
+    c.rule("new_resistance_negative_rebound <= 0", reb.notna() & (reb.round(6) > 0),
+           lambda i: f"new_resistance_negative_rebound: {reb_text.iat[i]} must be <= 0")
+    return texts, values
 
-    # day of week / hour of day: of the UTC timestamp; derived when absent
-    derived_dow = ts.dt.day_of_week
-    derived_hour = ts.dt.hour
+
+def _calendar(c: _Checks, ts: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """day_of_week and hour_of_day of the UTC timestamp: derived when absent or empty, checked
+    when present. Returns the derived (day, hour)."""
+    derived_dow, derived_hour = ts.dt.day_of_week, ts.dt.hour
+    ts_ok = ts.notna()
     for name, derived, lo, hi in (("day_of_week", derived_dow, 0, 6),
                                   ("hour_of_day", derived_hour, 0, 23)):
-        t = col(name)
+        t = c.col(name)
         given = t != ""
         v = pd.to_numeric(t, errors="coerce")
         integral = v.notna() & (v == v.round())
-        rule(f"{name} integer", given & ~integral,
-             lambda i, t=t, name=name: f"{name}: {t.iat[i]!r} is not an integer")
-        rule(f"{name} in {lo}..{hi}", integral & ((v < lo) | (v > hi)),
-             lambda i, t=t, name=name, lo=lo, hi=hi: f"{name}: {t.iat[i]} is not in {lo}..{hi}")
+        c.rule(f"{name} integer", given & ~integral,
+               lambda i, t=t, name=name: f"{name}: {t.iat[i]!r} is not an integer")
+        c.rule(f"{name} in {lo}..{hi}", integral & ((v < lo) | (v > hi)),
+               lambda i, t=t, name=name, lo=lo, hi=hi:
+                   f"{name}: {t.iat[i]} is not in {lo}..{hi}")
         if name == "day_of_week":
             def msg(i, t=t):
                 d = int(derived_dow.iat[i])
@@ -234,21 +267,25 @@ def validate(raw: RawEvents, assume_tz: str | None = None) -> Validated:
             def msg(i, t=t):
                 return (f"hour_of_day: {t.iat[i]} does not match event_creation_date "
                         f"(UTC hour {int(derived_hour.iat[i])})")
-        rule(f"{name} matches timestamp", integral & (v >= lo) & (v <= hi) & ts_ok & (v != derived),
-             msg)
+        c.rule(f"{name} matches timestamp",
+               integral & (v >= lo) & (v <= hi) & ts_ok & (v != derived), msg)
+    return derived_dow, derived_hour
 
-    # ids
-    given_id = col("original_event_id")
-    has_id = given_id != ""
-    rule("original_event_id is a UUID", has_id & ~given_id.str.match(UUID_RE),
-         lambda i: f"original_event_id: {given_id.iat[i]!r} is not a UUID")
 
-    bad = np.zeros(n, dtype=bool)
-    for _, mask, _ in problems:
-        bad |= mask
-    ok = ~bad
+def _ids(c: _Checks) -> pd.Series:
+    """original_event_id as given ('' when absent): a UUID when present."""
+    given_id = c.col("original_event_id")
+    c.rule("original_event_id is a UUID", (given_id != "") & ~given_id.str.match(UUID_RE),
+           lambda i: f"original_event_id: {given_id.iat[i]!r} is not a UUID")
+    return given_id
 
-    # normalise the good rows
+
+def _normalise(c: _Checks, ok: np.ndarray, keys, ts: pd.Series, texts, values,
+               calendar, given_id: pd.Series) -> pd.DataFrame:
+    """The good rows as the exact text the loader COPYs: UTC timestamps, canonical ids
+    (derived where absent), derived day and hour."""
+    instrument, granularity, event_type = keys
+    derived_dow, derived_hour = calendar
     ts_good = ts[ok]
     ts_iso = pd.Series(np.datetime_as_string(
         ts_good.dt.tz_convert(None).to_numpy().astype("datetime64[us]"), unit="us"),
@@ -264,7 +301,7 @@ def validate(raw: RawEvents, assume_tz: str | None = None) -> Validated:
     ids = ids.str.replace("-", "", regex=False)
     ids = (ids.str[:8] + "-" + ids.str[8:12] + "-" + ids.str[12:16] + "-" + ids.str[16:20] + "-"
            + ids.str[20:])
-    good = pd.DataFrame({
+    return pd.DataFrame({
         "original_event_id": ids,
         "event_type": event_type[ok],
         "event_creation_date": ts_iso,
@@ -279,10 +316,21 @@ def validate(raw: RawEvents, assume_tz: str | None = None) -> Validated:
         "day_of_week": derived_dow[ok].astype(int).astype(str),
         "hour_of_day": derived_hour[ok].astype(int).astype(str),
         "ts": ts_good,
-        "_line": f["_line"][ok],
+        "_line": c.f["_line"][ok],
     })
 
-    # an id may appear once per file; later copies are refused, naming the first
+
+def duplicate_reason(first_line: int, event_id: str) -> str:
+    return f"original_event_id: duplicate of line {first_line} ({event_id})"
+
+
+DUPLICATE_IN_FILE = "original_event_id unique in file"
+
+
+def _in_file_duplicates(good: pd.DataFrame, f: pd.DataFrame
+                        ) -> tuple[pd.DataFrame, list[Rejected]]:
+    """An id may appear once per frame; later copies are refused, naming the first. (The
+    loader extends this across a file's chunks.)"""
     dup = good["original_event_id"].duplicated(keep="first")
     rejected: list[Rejected] = []
     if dup.any():
@@ -291,18 +339,27 @@ def validate(raw: RawEvents, assume_tz: str | None = None) -> Validated:
         for idx in np.flatnonzero(dup.to_numpy()):
             row = good.iloc[idx]
             pos = f.index.get_loc(good.index[idx])
-            rejected.append(Rejected(int(row["_line"]), raw_record(f, pos), [
-                f"original_event_id: duplicate of line {int(first_line[row['original_event_id']])}"
-                f" ({row['original_event_id']})"], ["original_event_id unique in file"]))
+            event_id = row["original_event_id"]
+            rejected.append(Rejected(int(row["_line"]), raw_record(f, pos),
+                                     [duplicate_reason(int(first_line[event_id]), event_id)],
+                                     [DUPLICATE_IN_FILE]))
         good = good[~dup]
+    return good, rejected
 
-    for i in np.flatnonzero(bad):
-        hits = [(name, m) for name, mask, m in problems if mask[i]]
-        rejected.append(Rejected(int(f["_line"].iat[i]), raw_record(f, i),
-                                 [m if isinstance(m, str) else m(i) for _, m in hits],
-                                 [name for name, _ in hits]))
+
+def validate(raw: RawEvents, assume_tz: str | None = None) -> Validated:
+    """Every rule on every row (the order of the steps is the order of a row's reasons)."""
+    c = _Checks(raw.frame)
+    keys = _keys(c)
+    ts = _timestamps(c, assume_tz)
+    texts, values = _numbers(c)
+    calendar = _calendar(c, ts)
+    given_id = _ids(c)
+    bad = c.bad()
+    good = _normalise(c, ~bad, keys, ts, texts, values, calendar, given_id)
+    good, rejected = _in_file_duplicates(good, c.f)
+    rejected += c.rejected(bad)
     for line, rec, reason in raw.malformed:
         rejected.append(Rejected(line, rec, [f"csv: {reason}"], ["csv field count"]))
     rejected.sort(key=lambda r: r.line)
     return Validated(good.reset_index(drop=True), rejected)
-

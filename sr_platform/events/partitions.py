@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from ..core.validate import GRANULARITIES
+from ..core.keys import GRANULARITIES
 
 instruments = dg.DynamicPartitionsDefinition(name="instruments")
 event_partitions = dg.MultiPartitionsDefinition({
