@@ -221,3 +221,24 @@ def test_counts_check_passes_with_two_copies_of_one_file(resources, landing, cle
             counts.metadata["source_distinct_good_ids"].value,
             counts.metadata["in_table"].value) == (2 * n, 0, n, n)
     assert _count(clean_db, "new_resistance_events") == n
+
+
+def test_a_database_outage_asks_for_retries(landing, monkeypatch):
+    """Unreachable database: the load step asks Dagster to retry (3 times), instead of failing
+    for good; nothing else is retried this way."""
+    from sr_platform.core.localpg import free_port
+    from sr_platform.events import assets as event_assets
+
+    monkeypatch.setattr(event_assets, "OUTAGE_RETRY_SECONDS", 0)
+    dead = f"postgresql://nobody@127.0.0.1:{free_port()}/sr_platform?connect_timeout=2"
+    key = partition_key("EUR_USD", "H1")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("instruments", ["EUR_USD"])
+        result = dg.materialize(
+            [new_resistance_events], partition_key=key, instance=instance,
+            raise_on_error=False,
+            resources={"postgres": PostgresResource(database_url=dead),
+                       "landing_zone": LandingZone(path=str(landing))})
+    assert not result.success
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retries) == 3

@@ -4,6 +4,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
+import psycopg
 from psycopg import sql
 
 from ..core import db, landing, loader
@@ -30,6 +31,9 @@ landing_files = dg.AssetSpec(
 EVENTS_FRESHNESS = dg.FreshnessPolicy.cron(
     deadline_cron="0 18 * * 1-5", lower_bound_delta=timedelta(hours=24),
     timezone="America/New_York")
+
+
+OUTAGE_RETRIES, OUTAGE_RETRY_SECONDS = 3, 30
 
 
 class LoadConfig(dg.Config):
@@ -73,6 +77,11 @@ def new_resistance_events(context: dg.AssetExecutionContext, config: LoadConfig,
     for path in files:
         try:
             r = loader.load_file(path, url, pair=pair)
+        except psycopg.OperationalError as exc:
+            # the database is unreachable or went away: nothing of the file was committed,
+            # and the same run succeeds once it is back (a raised error is otherwise final)
+            raise dg.RetryRequested(max_retries=OUTAGE_RETRIES,
+                                    seconds_to_wait=OUTAGE_RETRY_SECONDS) from exc
         except loader.EventFileError as exc:
             context.log.warning(str(exc))
             continue
