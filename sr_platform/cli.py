@@ -149,6 +149,8 @@ def _load(args) -> int:
         print("sr-platform: error: no event files found", file=sys.stderr)
         return EXIT_ERROR
     print_load_summary(results)
+    if any(r.database_failed for r in results):
+        return EXIT_ERROR
     if any(r.error for r in results):
         return EXIT_NOT_EVENT_FILE
     if any(r.rejected for r in results):
@@ -312,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ld = sub.add_parser("load", help="load event files (CSV/Parquet) or folders of them",
                         description="Exit codes: 0 all rows loaded or already present; "
-                        "1 error (nothing or only part done, see message); 2 some rows were "
+                        "1 error, e.g. the database failed (the files it names were rolled "
+                        "back whole; rerun them); 2 some rows were "
                         "rejected (see rejected_events); 3 some files are not event files.")
     ld.add_argument("paths", nargs="+", type=Path)
     ld.add_argument("--assume-tz", default=None, metavar="TZ",

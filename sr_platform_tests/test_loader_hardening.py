@@ -371,8 +371,9 @@ def test_database_stopped_mid_load_then_rerun_loads_once(throwaway_cluster, tmp_
         stop_after_the_second_batch))
     assert copied == [5, 5]
     [failed] = results
-    prefix = (f"{path}: not loaded, the database ended the load and rolled the file's "
-              "transaction back (nothing of it stored; rerun to load it): ")
+    prefix = (f"{path}: not loaded, a database error ended the load and the file's "
+              "transaction was rolled back (nothing of it stored; rerun to load it): ")
+    assert failed.database_failed
     assert failed.error.startswith(prefix)
     # the server's own word when it gets to say it, else the client's
     assert failed.error[len(prefix):].split(":")[0] in ("AdminShutdown", "OperationalError")
@@ -462,3 +463,23 @@ def test_loader_on_a_database_before_0005_dedupes_by_leaf(server_url, make_db, t
     assert (again.rows_read, again.loaded, again.duplicates, again.rejected) == (5, 0, 4, 1)
     assert_loaded_once(url, 4)
     assert fetch(url, "SELECT line_number, cardinality(reasons) FROM rejected_events") == [(5, 1)]
+
+
+def test_cli_exits_1_when_the_database_fails(tmp_path):
+    """A database failure is an error (exit 1) naming the file, not a bad file (exit 3)."""
+    import os
+    import subprocess
+
+    from sr_platform.core.localpg import free_port
+
+    f = tmp_path / "events.csv"
+    f.write_text("event_creation_date,granularity,instrument,event_price_level,atr_at_event,"
+                 "new_resistance_negative_rebound,new_resistance_negative_rebound_in_atr\n"
+                 "2026-03-04T13:00:00Z,H1,EUR_USD,1.1,0.001,-0.0005,-0.5\n")
+    env = dict(os.environ, SR_PLATFORM_DATABASE_URL=(
+        f"postgresql://nobody@127.0.0.1:{free_port()}/x?connect_timeout=2"))
+    proc = subprocess.run(["sr-platform", "load", str(f)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"{f}: not loaded, a database error ended the load" in proc.stdout
+    assert "OperationalError" in proc.stdout

@@ -66,6 +66,7 @@ class LoadResult:
     reasons: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     error: str | None = None  # set when the file was not loaded at all (nothing of it stored)
+    database_failed: bool = False  # ... because the database failed, not the file
     pairs: dict[Pair, int] = field(default_factory=dict)  # rows loaded per pair
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
     ids: set[str] = field(default_factory=set)  # the slice's good ids (pair loads only)
@@ -395,8 +396,8 @@ def load_paths(paths: Iterable[Path], url: str | None = None, assume_tz: str | N
             results.append(LoadResult(Path(path), error=str(exc)))
         except psycopg.Error as exc:
             # a lost server or connection, or a concurrent load claiming the same id first
-            results.append(LoadResult(Path(path), error=(
-                f"{path}: not loaded, the database ended the load and rolled the file's "
-                f"transaction back (nothing of it stored; rerun to load it): "
+            results.append(LoadResult(Path(path), database_failed=True, error=(
+                f"{path}: not loaded, a database error ended the load and the file's "
+                f"transaction was rolled back (nothing of it stored; rerun to load it): "
                 f"{exc.__class__.__name__}: {str(exc).strip()}")))
     return results
