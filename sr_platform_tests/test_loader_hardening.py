@@ -346,11 +346,11 @@ def test_migration_0005_backfills_and_refuses_stored_duplicates(server_url, make
 def throwaway_cluster(tmp_path):
     cluster = LocalCluster(tmp_path / "pg", settings.pg_bin_dir())
     cluster.start()
-    db.ensure_database(cluster.url("postgres"), "app")
+    db.ensure_database(cluster.url("postgres"), "app", owner=db.OWNER_ROLE)
     url = cluster.url("app")
     migrate.upgrade(url)
     yield cluster, url
-    cluster.stop()
+    cluster.remove()
 
 
 def test_database_stopped_mid_load_then_rerun_loads_once(throwaway_cluster, tmp_path,
