@@ -42,6 +42,10 @@ def sizes(conn, table: str) -> list[dict]:
                   coalesce(sum(pg_table_size(relid) - pg_relation_size(relid, 'main')), 0),
                   count(*) FILTER (WHERE isleaf)
            FROM pg_partition_tree(%s::regclass) WHERE isleaf""", (table,)).fetchone()
+    if heap[2] == 0:  # not partitioned (the registry): the table itself
+        heap = conn.execute(
+            "SELECT pg_relation_size(%s::regclass, 'main'), pg_table_size(%s::regclass) - "
+            "pg_relation_size(%s::regclass, 'main'), 1", (table, table, table)).fetchone()
     out.append({"table": table, "part": "heap", "bytes": heap[0], "rows": rows,
                 "leaves": heap[2]})
     out.append({"table": table, "part": "toast+fsm+vm", "bytes": heap[1], "rows": rows,
@@ -50,7 +54,8 @@ def sizes(conn, table: str) -> list[dict]:
             "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = %s::regclass "
             "ORDER BY 1", (table,)).fetchall():
         b = conn.execute("SELECT coalesce(sum(pg_relation_size(relid)), 0) FROM "
-                         "pg_partition_tree(%s::regclass) WHERE isleaf", (index,)).fetchone()[0]
+                         "pg_partition_tree(%s::regclass) WHERE isleaf", (index,)).fetchone()[0] \
+            or conn.execute("SELECT pg_relation_size(%s::regclass)", (index,)).fetchone()[0]
         out.append({"table": table, "part": index, "bytes": b, "rows": rows, "leaves": heap[2]})
     fk = conn.execute(
         """SELECT coalesce(sum(pg_relation_size(i.indexrelid)), 0) FROM pg_partition_tree(%s)
