@@ -128,3 +128,12 @@ def test_archive_round_trip_reloads_the_pruned_events(loaded, tmp_path):
             "day_of_week, hour_of_day FROM new_resistance_events WHERE instrument = %s AND "
             "event_creation_date < %s ORDER BY 2", (PAIR[0], EVENTS_CUT)).fetchall()
     assert back == old
+
+
+def test_policy_comes_from_settings(monkeypatch):
+    monkeypatch.setenv("SR_PLATFORM_RETENTION_EVENTS_YEARS", "3")
+    monkeypatch.setenv("SR_PLATFORM_RETENTION_REJECTED_DAYS", "30")
+    policy = retention.Policy.from_env()
+    assert policy == retention.Policy(events_years=3, features_years=5, rejected_days=30,
+                                      load_log_days=730)
+    assert policy.cutoffs(AS_OF)[retention.EVENTS] == datetime(2023, 6, 1, tzinfo=UTC)

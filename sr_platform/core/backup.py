@@ -15,7 +15,6 @@ Dumps run as the owner's login role (it owns every object, so it can read and re
 them); creating and dropping databases is cluster administration.
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ import psycopg
 from psycopg import sql
 
 from . import db, settings
+from .event_files import sha256_of
 from .migrate import current
 
 MANIFEST, VERIFIED = "manifest.json", "verified.json"
@@ -63,14 +63,6 @@ class Backup:
     @property
     def bytes(self) -> int:
         return sum(f["bytes"] for f in self.files.values())
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def table_counts(conn: psycopg.Connection) -> dict[str, int]:
@@ -136,7 +128,7 @@ def take_backup(url: str | None = None, root: Path | None = None,
         _pg_dump(dagster, path / "dagster.dump")
         files["dagster.dump"] = {"database": settings.DAGSTER_DATABASE}
     for name, meta in files.items():
-        meta |= {"sha256": _sha256(path / name), "bytes": (path / name).stat().st_size}
+        meta |= {"sha256": sha256_of(path / name), "bytes": (path / name).stat().st_size}
     b = Backup(backup_id, path, now, version, revision, counts, files,
                time.perf_counter() - started)
     manifest = {k: v for k, v in asdict(b).items() if k not in ("path", "verified")}
@@ -184,7 +176,7 @@ def restore(backup_id: str, into: str, url: str | None = None, replace: bool = F
     url = url or db.database_url()
     b = get_backup(backup_id, root)
     for name, meta in b.files.items():
-        if _sha256(b.path / name) != meta["sha256"]:
+        if sha256_of(b.path / name) != meta["sha256"]:
             raise BackupError(f"{b.path / name}: sha256 does not match the manifest")
     if _database_exists(url, into):
         if not replace:

@@ -5,21 +5,16 @@ pg_stat_statements where installed) and the backup directory, read as the reader
 holds pg_read_all_stats on the local cluster, so it sees every session and statement).
 """
 
-import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import backup, db, retention
+from . import backup, db, retention, settings
 from .catalog import catch_all_rows
 
 TABLES = (retention.EVENTS, retention.LEVELS, retention.FEATURES, "rejected_events",
           "load_log")
-
-
-def _env_float(name: str, default: float) -> float:
-    return float(os.environ.get(name) or default)
 
 
 @dataclass(frozen=True)
@@ -34,16 +29,7 @@ class Thresholds:
 
     @classmethod
     def from_env(cls) -> "Thresholds":
-        d = cls()
-
-        def pair(name: str, default: tuple[float, float]) -> tuple[float, float]:
-            return (_env_float(f"SR_PLATFORM_HEALTH_{name}_WARN", default[0]),
-                    _env_float(f"SR_PLATFORM_HEALTH_{name}_ERROR", default[1]))
-
-        return cls(pair("BACKUP_AGE_HOURS", d.backup_age_hours),
-                   pair("RETENTION_LAG_DAYS", d.retention_lag_days),
-                   pair("DEAD_TUPLE_RATIO", d.dead_tuple_ratio),
-                   pair("FREE_DISK_PCT", d.free_disk_pct))
+        return settings.from_env(cls, "SR_PLATFORM_HEALTH_")
 
 
 @dataclass

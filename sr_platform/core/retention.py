@@ -17,7 +17,6 @@ With an archive directory, each batch's events and features are written to zstd 
 (events in the event-file format, so `sr-platform load` reloads them) before the batch commits.
 """
 
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from psycopg import sql
 
-from . import db
+from . import db, settings
 
 EVENTS, LEVELS, FEATURES = ("new_resistance_events", "support_and_resistance_master",
                             "event_features")
@@ -41,10 +40,6 @@ EVENT_FILE_COLUMNS = (
 BATCH_ROWS = 10_000
 
 
-def _env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name) or default)
-
-
 @dataclass(frozen=True)
 class Policy:
     events_years: int = 2
@@ -54,10 +49,7 @@ class Policy:
 
     @classmethod
     def from_env(cls) -> "Policy":
-        return cls(_env_int("SR_PLATFORM_RETENTION_EVENTS_YEARS", 2),
-                   _env_int("SR_PLATFORM_RETENTION_FEATURES_YEARS", 5),
-                   _env_int("SR_PLATFORM_RETENTION_REJECTED_DAYS", 365),
-                   _env_int("SR_PLATFORM_RETENTION_LOAD_LOG_DAYS", 730))
+        return settings.from_env(cls, "SR_PLATFORM_RETENTION_")
 
     def cutoffs(self, as_of: datetime) -> dict[str, datetime]:
         """The oldest instant each table keeps (rows strictly before it go)."""

@@ -1,5 +1,6 @@
 """Settings read from the environment, with project-local defaults."""
 
+import dataclasses
 import importlib.resources
 import importlib.util
 import os
@@ -54,6 +55,21 @@ def default_port() -> int:
 def env(name: str) -> str | None:
     """An environment variable, with empty meaning unset."""
     return os.environ.get(name) or None
+
+
+def from_env(cls, prefix: str):
+    """An instance of the frozen dataclass `cls` whose fields are overridden by PREFIX + FIELD
+    (upper case) where set; a (warn, error) pair field by PREFIX + FIELD + _WARN / _ERROR."""
+    defaults = cls()
+    values = {}
+    for f in dataclasses.fields(cls):
+        default, name = getattr(defaults, f.name), prefix + f.name.upper()
+        if isinstance(default, tuple):
+            values[f.name] = tuple(float(env(f"{name}_{level}") or v)
+                                   for v, level in zip(default, ("WARN", "ERROR"), strict=True))
+        else:
+            values[f.name] = type(default)(env(name) or default)
+    return cls(**values)
 
 
 def external_database_url() -> str | None:

@@ -5,20 +5,15 @@ Every write happens inside one transaction that is rolled back, so live data is 
 """
 
 import io
-import os
 import statistics
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from . import db
+from . import db, settings
 
 SLA_PAIR = ("SLA_PROBE", "H1")  # the writes' pair (its leaf stays empty)
-
-
-def _env_float(name: str, default: float) -> float:
-    return float(os.environ.get(name) or default)
 
 
 @dataclass(frozen=True)
@@ -30,11 +25,7 @@ class Targets:
 
     @classmethod
     def from_env(cls) -> "Targets":
-        d = cls()
-        return cls(_env_float("SR_PLATFORM_SLA_INSERT_P99_MS", d.insert_p99_ms),
-                   _env_float("SR_PLATFORM_SLA_BULK_ROWS_PER_S", d.bulk_rows_per_s),
-                   _env_float("SR_PLATFORM_SLA_LATEST_P95_MS", d.latest_p95_ms),
-                   _env_float("SR_PLATFORM_SLA_RANGE_P95_MS", d.range_p95_ms))
+        return settings.from_env(cls, "SR_PLATFORM_SLA_")
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:
