@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 
 from . import backup, db, settings
-from .localpg import LocalCluster, _service_account, read_pgpass
+from .localpg import LocalCluster, _service_account, free_port
 
 BASE_DIR = "base"
 
@@ -158,42 +158,47 @@ def recover(to: datetime, into: Path, port: int | None = None,
                           runtime_dir=None if _service_account() else into)
     if target.initialized:
         raise RecoveryError(f"{target.data_dir} already holds a cluster")
-    target._prepare_dirs()
-    with tarfile.open(base.path / "base.tar.gz") as tar:
-        tar.extractall(target.data_dir, filter="fully_trusted")
-    if (base.path / "pg_wal.tar.gz").exists():  # -X stream; -X fetch puts it in base.tar
-        with tarfile.open(base.path / "pg_wal.tar.gz") as tar:
-            tar.extractall(target.data_dir / "pg_wal", filter="fully_trusted")
-    from .localpg import free_port
-
-    port = port or free_port()
-    target._write_settings(port)
-    with open(target.data_dir / "postgresql.auto.conf", "a") as fh:
-        fh.write(
-            "\n# sr-platform recover\n"
-            f"restore_command = 'cp {live.wal_archive}/%f %p'\n"
-            f"recovery_target_time = '{to.astimezone(UTC).isoformat()}'\n"
-            "recovery_target_action = 'promote'\n"
-            "archive_mode = off\n")
-    (target.data_dir / "recovery.signal").write_text("")
-    account = _service_account()
-    if account is not None:
-        # the service account reads the live archive already; it must own the new data
-        subprocess.run(["chown", "-R", f"{account.pw_uid}:{account.pw_gid}",
-                        str(target.data_dir)], check=True)
-    target.data_dir.chmod(0o700)
-    shutil.copy(live.passfile, target.passfile)  # same roles, same passwords
-    target.passfile.chmod(0o600)
-    target._run([target._bin("pg_ctl"), "start", "-w", "-t", "300", "-D",
-                 str(target.data_dir), "-l", str(target.log_file)])
-    url = target.url(settings.APP_DATABASE, "postgres")
-    deadline = time.monotonic() + 300
-    while True:
-        with psycopg.connect(db.libpq_url(url)) as conn:
-            if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-                break
-        if time.monotonic() > deadline:
-            raise RecoveryError(f"recovery did not finish; see {target.log_file}")
-        time.sleep(0.5)
-    assert read_pgpass(target.passfile)
+    try:
+        target._prepare_dirs()
+        with tarfile.open(base.path / "base.tar.gz") as tar:
+            tar.extractall(target.data_dir, filter="fully_trusted")
+        if (base.path / "pg_wal.tar.gz").exists():  # -X stream; -X fetch puts it in base.tar
+            with tarfile.open(base.path / "pg_wal.tar.gz") as tar:
+                tar.extractall(target.data_dir / "pg_wal", filter="fully_trusted")
+        port = port or free_port()
+        target._write_settings(port)
+        with open(target.data_dir / "postgresql.auto.conf", "a") as fh:
+            fh.write(
+                "\n# sr-platform recover\n"
+                f"restore_command = 'cp {live.wal_archive}/%f %p'\n"
+                f"recovery_target_time = '{to.astimezone(UTC).isoformat()}'\n"
+                "recovery_target_action = 'promote'\n"
+                "archive_mode = off\n")
+        (target.data_dir / "recovery.signal").write_text("")
+        account = _service_account()
+        if account is not None:
+            # the service account reads the live archive already; it must own the new data
+            subprocess.run(["chown", "-R", f"{account.pw_uid}:{account.pw_gid}",
+                            str(target.data_dir)], check=True)
+        target.data_dir.chmod(0o700)
+        shutil.copy(live.passfile, target.passfile)  # same roles, same passwords
+        target.passfile.chmod(0o600)
+        target._run([target._bin("pg_ctl"), "start", "-w", "-t", "300", "-D",
+                     str(target.data_dir), "-l", str(target.log_file)])
+        url = target.url(settings.APP_DATABASE, "postgres")
+        deadline = time.monotonic() + 300
+        while True:
+            with psycopg.connect(db.libpq_url(url)) as conn:
+                if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                    break
+            if time.monotonic() > deadline:
+                raise RecoveryError(f"recovery did not finish; see {target.log_file}")
+            time.sleep(0.5)
+    except BaseException as exc:
+        # a failed recovery leaves no half-built cluster behind, and says why
+        tail = target.log_file.read_text()[-3000:] if target.log_file.exists() else ""
+        target.remove()
+        if isinstance(exc, Exception) and tail:
+            raise RecoveryError(f"{exc}\nend of the recovery's server log:\n{tail}") from exc
+        raise
     return db.role_url(url, db.WRITER_ROLE), target
