@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--stale-rows", type=int, default=20_000)
     args = ap.parse_args()
-    server = db.database_url("postgres")
+    server = db.database_url("postgres", role=db.ADMIN_ROLE)
     name = f"srfk_{uuid.uuid4().hex[:8]}"
     db.ensure_database(server, name)
     url = db.with_database(server, name)

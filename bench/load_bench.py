@@ -126,7 +126,7 @@ def main() -> None:
                     help="migrate to 0004 only (no event_id_registry, no triggers)")
     args = ap.parse_args()
 
-    server = db.database_url("postgres")
+    server = db.database_url("postgres", role=db.ADMIN_ROLE)
     name = f"srbench_{uuid.uuid4().hex[:8]}"
     db.ensure_database(server, name)
     url = db.with_database(server, name)

@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--years", type=float, default=5)
     ap.add_argument("--repeat", type=int, default=200)
     args = ap.parse_args()
-    server = db.database_url("postgres")
+    server = db.database_url("postgres", role=db.ADMIN_ROLE)
     name = f"srq_{uuid.uuid4().hex[:8]}"
     db.ensure_database(server, name)
     url = db.with_database(server, name)

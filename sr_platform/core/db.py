@@ -82,7 +82,7 @@ def libpq_url(url: str) -> str:
     return sqlalchemy_url(url).replace("postgresql+psycopg://", "postgresql://", 1)
 
 
-def ensure_database(url: str, name: str, owner: str | None = None) -> None:
+def ensure_database(url: str, name: str, owner: str | None = OWNER_ROLE) -> None:
     """CREATE DATABASE name unless it exists (needs CREATEDB on `url`'s server). On the local
     cluster it runs as the administrator and the database belongs to `owner`'s login role, so
     migrations can run as sr_owner (the owner of the database owns its public schema)."""
