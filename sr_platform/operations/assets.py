@@ -150,8 +150,7 @@ def database_health(context: dg.AssetExecutionContext, postgres: PostgresResourc
                                               for k, v in c.metadata.items()})
 
 
-SLA_CHECKS = ("single_insert_under_target", "bulk_load_meets_target",
-              "latest_by_instrument_under_target", "range_query_under_target")
+SLA_CHECKS = tuple(sla.CHECKS)
 
 
 @dg.asset(group_name=GROUP, deps=["database_schema"], kinds={"postgres"},
