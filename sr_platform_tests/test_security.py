@@ -172,3 +172,26 @@ def test_a_cluster_in_a_private_directory_changes_nothing_outside(tmp_path):
     finally:
         cluster.remove()
     assert not cluster.runtime.exists()
+
+
+@root_only
+def test_a_new_state_directory_at_the_same_path_gets_a_new_cluster(tmp_path):
+    """A checkout deleted and cloned again at the same path: its new passwords must not meet
+    the old cluster (they would fail to log in); it gets a cluster of its own."""
+    home = tmp_path / "checkout" / ".sr_platform"
+    first = LocalCluster(home, settings.pg_bin_dir(), port=free_port())
+    try:
+        first.start()
+        shutil.rmtree(home)  # the old cluster keeps running in its runtime directory
+        second = LocalCluster(home, settings.pg_bin_dir(), port=free_port())
+        try:
+            second.start()
+            assert second.runtime != first.runtime
+            with psycopg.connect(second.url("postgres")) as conn:
+                assert conn.execute("SELECT current_user").fetchone() == ("postgres",)
+        finally:
+            second.remove()
+    finally:
+        first._run([first._bin("pg_ctl"), "stop", "-m", "immediate", "-D",
+                    str(first.data_dir)], check=False)
+        shutil.rmtree(first.runtime, ignore_errors=True)

@@ -100,10 +100,23 @@ def _reachable_by_others(path: Path) -> bool:
 
 
 def runtime_dir_for(home: Path) -> Path:
-    """Where the service account keeps the cluster of the state directory `home`."""
+    """Where the service account keeps the cluster of the state directory `home`.
+
+    Named by an id kept in the state directory, not by its path alone: a checkout deleted and
+    cloned again at the same path has new passwords, so it must not find the old cluster
+    (whose passwords went with the old state directory) and fail to log in; it gets a new one.
+    A state directory from before the id keeps its path-named runtime directory."""
     home = Path(home).resolve()
     slug = re.sub(r"[^A-Za-z0-9_.-]", "_", home.parent.name or "root")[:40]
-    return RUNTIME_ROOT / f"{slug}-{hashlib.sha256(str(home).encode()).hexdigest()[:12]}"
+    id_file = home / "cluster-id"
+    if not id_file.exists():
+        legacy = hashlib.sha256(str(home).encode()).hexdigest()[:12]
+        has_secrets = (home / "pgpass").exists()
+        cluster_id = legacy if has_secrets and (RUNTIME_ROOT / f"{slug}-{legacy}").exists() \
+            else secrets.token_hex(6)
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        id_file.write_text(cluster_id + "\n")
+    return RUNTIME_ROOT / f"{slug}-{id_file.read_text().strip()}"
 
 
 def read_pgpass(path: Path) -> dict[str, str]:
