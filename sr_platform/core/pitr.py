@@ -154,8 +154,7 @@ def recover(to: datetime, into: Path, port: int | None = None,
     into = Path(into).resolve()
     if into.exists() and any(into.iterdir()):
         raise RecoveryError(f"{into} exists and is not empty")
-    target = LocalCluster(into, live.source_bin_dir,
-                          runtime_dir=None if _service_account() else into)
+    target = LocalCluster(into, live.source_bin_dir)
     if target.initialized:
         raise RecoveryError(f"{target.data_dir} already holds a cluster")
     try:

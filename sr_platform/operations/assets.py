@@ -79,7 +79,7 @@ def database_backup(context: dg.AssetExecutionContext, postgres: PostgresResourc
     meta: dict = {"backup_id": b.id, "path": dg.MetadataValue.path(str(b.path)),
                   "logical_bytes": b.bytes, "logical_seconds": round(b.seconds, 3),
                   "row_counts": dg.MetadataValue.json(b.row_counts)}
-    if not settings.external_database_url() and db_is_local(url):
+    if not settings.external_database_url():  # physical backups: the local cluster
         base = pitr.take_base_backup(root=root)
         meta |= {"base_backup_id": base.id, "base_backup_bytes": base.bytes,
                  "base_backup_seconds": round(base.seconds, 3)}
@@ -93,12 +93,6 @@ def database_backup(context: dg.AssetExecutionContext, postgres: PostgresResourc
                               metadata={"mismatched_tables": dg.MetadataValue.json(
                                   outcome["mismatched_tables"]),
                                   "restore_seconds": outcome["restore_seconds"]})
-
-
-def db_is_local(url: str) -> bool:
-    from ..core import db
-
-    return db.has_passfile(url)
 
 
 @dg.asset(group_name=GROUP, deps=["database_schema"], kinds={"postgres"},
