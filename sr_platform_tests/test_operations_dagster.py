@@ -104,6 +104,10 @@ def test_health_asset_reports_numbers_and_checks(resources, monkeypatch):
 
 
 def test_sla_checks_fail_when_a_target_is_impossible(resources, loaded, monkeypatch):
+    # targets no machine misses, however busy (the story's are measured by bench/, not here)
+    for name, value in (("INSERT_P99_MS", "60000"), ("BULK_ROWS_PER_S", "1"),
+                        ("LATEST_P95_MS", "60000"), ("RANGE_P95_MS", "60000")):
+        monkeypatch.setenv(f"SR_PLATFORM_SLA_{name}", value)
     result = dg.materialize([sla_benchmark], resources=resources)
     assert result.success
     assert all(c.passed for c in _checks(result).values())
