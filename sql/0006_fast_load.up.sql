@@ -337,6 +337,11 @@ BEGIN
                            'FROM public.%I))', ev);
         END;
         PERFORM registry_add_triggers(format('public.%I', ev)::regclass, ARRAY[p.i, p.g]);
+        -- Statistics of the partition key: without them the planner takes (instrument,
+        -- granularity), a constant in a leaf, for selective, and the levels' foreign-key
+        -- check probes the (instrument, granularity) index, reading the whole leaf for every
+        -- level row (measured: 5 ms a row on a 6,000-row leaf).
+        EXECUTE format('ANALYZE public.%I (instrument, granularity)', ev);
     END LOOP;
     -- attach: SHARE UPDATE EXCLUSIVE on each granularity parent until commit, taken in the
     -- order (table, granularity) every attaching or partition-creating transaction uses

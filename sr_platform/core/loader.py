@@ -277,18 +277,19 @@ class _FileLoad:
         first = (sql.SQL("(SELECT s.line FROM load_seen s WHERE s.id = c.id)")
                  if self.seen_table else sql.SQL("NULL::int"))
         if self.schema.registry:
-            stored = sql.SQL("EXISTS (SELECT FROM event_id_registry r "
+            # not EXISTS (...): PostgreSQL 18 turns that into a hashed subplan that reads the
+            # whole registry for every chunk
+            stored = sql.SQL("(SELECT true FROM event_id_registry r "
                              "WHERE r.original_event_id = c.id)")
         else:  # a database before 0005: a row stored under the same key, in its leaf
             stored = sql.SQL("false")
         hits = conn.execute(sql.SQL(
             "SELECT line, first, stored FROM (SELECT c.line, {} AS first, {} AS stored "
             "FROM unnest(%s::uuid[], %s::int[]) AS c(id, line)) k "
-            "WHERE first IS NOT NULL OR stored").format(first, stored),
+            "WHERE first IS NOT NULL OR stored IS NOT NULL").format(first, stored),
             (ids, lines)).fetchall()
         known = [(line, first, None) for line, first, stored in hits if first is not None]
-        ask = good[good["_line"].isin([line for line, first, stored in hits
-                                       if first is None and stored])]
+        ask = good[good["_line"].isin([line for line, first, stored in hits if first is None])]
         if not self.schema.registry:
             ask = good[~good["_line"].isin([k[0] for k in known])]
         if len(ask):
