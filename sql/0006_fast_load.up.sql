@@ -14,9 +14,10 @@
 -- leaves of a new (instrument, granularity) as standalone tables under their final names,
 -- with the parent's columns, defaults and CHECKs, plus a CHECK equal to the partition bound
 -- (so ATTACH PARTITION skips its validation scan) and no index, trigger or foreign key. The
--- loader COPYs into them, then attach_staged_partitions() builds the indexes, adds the levels
--- foreign key (one validating query), registers the ids in one INSERT, adds the registry
--- triggers and attaches the three tables. ATTACH takes SHARE UPDATE EXCLUSIVE on each
+-- loader COPYs (FREEZE) the events into them, then attach_staged_partitions() writes the
+-- level rows from the events, builds the indexes, adds the levels foreign key (one
+-- validating query), registers the ids in one INSERT, adds the registry triggers, ANALYZEs
+-- the events' key columns and attaches the three tables. ATTACH takes SHARE UPDATE EXCLUSIVE on each
 -- granularity parent until commit: the parents are locked in one fixed order (table, then
 -- granularity; the order ensure_partition() locks them in) so concurrent loaders never
 -- deadlock. Both functions take the loader's per-pair advisory lock (LOAD_LOCK 7004002), and
@@ -276,7 +277,9 @@ END
 $$;
 
 -- attach_staged_partitions(instruments, granularities): finishes and attaches what
--- stage_partitions() made for these pairs in this transaction (see the header)
+-- stage_partitions() made for these pairs in this transaction (see the header). The caller
+-- fills the events tables only: each event's level row (the defaults, status 'active') is
+-- written here, from the events.
 CREATE FUNCTION attach_staged_partitions(p_instruments text[], p_granularities text[])
 RETURNS void
 LANGUAGE plpgsql
@@ -309,6 +312,12 @@ BEGIN
             RAISE EXCEPTION 'no staged partition of % % in this transaction', p.i, p.g
                 USING ERRCODE = 'object_not_in_prerequisite_state';
         END IF;
+        -- one level row per event (the loader's levels: every event of a staged leaf is
+        -- this load's), written here rather than sent and parsed a second time
+        EXECUTE format('INSERT INTO public.%I (original_event_id, event_type, instrument, '
+                       'granularity, event_creation_date) SELECT original_event_id, '
+                       'event_type, instrument, granularity, event_creation_date '
+                       'FROM public.%I', lv, ev);
         -- the parents' indexes (0002), built on the filled tables
         EXECUTE format('ALTER TABLE public.%I ADD PRIMARY KEY (instrument, granularity, '
                        'event_creation_date, original_event_id)', ev);

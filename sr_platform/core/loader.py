@@ -16,9 +16,10 @@ memory bounded by the chunk size whatever the file's size, in ONE transaction as
      into each pair's leaf (no tuple routing; the registry's statement trigger registers an
      existing leaf's rows in one INSERT per COPY); bad rows are quarantined (idempotent on
      (file hash, line));
-  4. attach_staged_partitions() builds the new leaves' indexes, adds the levels foreign key
-     (one validating query), registers their ids in one INSERT and attaches them (a CHECK
-     matching the bound spares ATTACH its scan); the load_log row; commit.
+  4. attach_staged_partitions() writes the new leaves' level rows from their events (server
+     side), builds their indexes, adds the levels foreign key (one validating query),
+     registers their ids in one INSERT and attaches them (a CHECK matching the bound spares
+     ATTACH its scan); the load_log row; commit.
 A crash, a kill or a lost connection at any point before the commit leaves nothing of the
 file (the staged tables included); rerunning loads it exactly once.
 """
@@ -400,7 +401,8 @@ class _FileLoad:
             self.tuples[p] = max(self.tuples[p], 0) + self.pending.pop(p)
         self.lap("analyze")
         for p, part in parts.items():
-            _copy(conn, leaf_name(LEVELS, p), part, LEVEL_COLUMNS, freeze=p in self.staged)
+            if p not in self.staged:  # a staged leaf's levels are written at attach
+                _copy(conn, leaf_name(LEVELS, p), part, LEVEL_COLUMNS)
         self.lap("copy levels")
         result.loaded += len(fresh)
 
