@@ -1,22 +1,37 @@
-"""Load benchmark: this loader vs psql \\copy vs pandas to_sql(method='multi'), same process,
-same generated rows, same server.
+"""Load benchmark: this loader against psql \\copy, side by side in one process, on the same
+generated rows and the same server.
 
-    .venv/bin/python bench/load_bench.py [--rows 1000000] [--to-sql-rows 50000]
-                                         [--without-registry]
+    .venv/bin/python bench/load_bench.py [--rows 1000000] [--seed 7] [--to-sql-rows 0]
+                                         [--no-sample] [--json out.json]
 
-Each method loads the same files (one per instrument, all granularities mixed) into an empty
-database. The loader writes the partitioned events table AND one level row per event (with
-its foreign-key check), validation and quarantine included. \\copy writes a plain,
-unpartitioned table with the same columns and the same indexes, nothing else: the practical
-ceiling. to_sql is timed on a prefix of the rows (it is ~20x slower) and reported per row.
-p50/p95/p99 are per-file latencies (per-batch for to_sql).
+or, from another script (bench/run.py):
 
---without-registry runs the same on a database migrated to 0004 only: no event_id_registry
-(and no triggers), the loader then dedupes against the events leaves; the difference between
-the two runs is what one id per event costs.
+    from bench.load_bench import run          # or load it by path
+    figures = run(rows=1_000_000)             # dict, see run(); print_report(figures)
+
+Two batches of `rows` generated rows over the same 28 instruments x 4 granularities (112
+pairs): batch A, then batch B (the next stretch of time: new rows for the same pairs). Each
+file holds one instrument, all granularities mixed. In order:
+
+  1. psql \\copy batch A into a plain, unpartitioned table with the same columns and indexes
+     (the baseline: the practical ceiling for one writer); then batch B into it (a table
+     already holding A: the baseline for steady loads);
+  2. psql \\copy batch A events into a second plain table, then their level rows (exported,
+     \\copy'd through the levels' foreign key): the fair ceiling for what the loader writes;
+  3. the loader, batch A into an empty database: every pair new (load-then-attach);
+  4. the loader, batch B: the same pairs, existing partitions (steady load);
+  5. the loader, batch A again: every row a duplicate (reload);
+  6. `make run`'s sample (write_event_files(dir, years=1, instruments=28, seed=0): 28 small
+     files, 112 new pairs) loaded into another empty database, in this process and through
+     the CLI (`sr-platform load DIR`, process start included);
+  7. optionally pandas to_sql(method='multi') on a prefix of batch A (--to-sql-rows).
+The loader validates, quarantines, writes events AND levels (with their foreign key) and
+keeps the id registry, one transaction per file. p50/p95/p99 are per-file latencies.
 """
 
 import argparse
+import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -26,7 +41,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import create_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -34,12 +48,14 @@ from sr_platform.core import db, loader, migrate, settings  # noqa: E402
 from sr_platform.core.generate import write_event_files  # noqa: E402
 
 PLAIN_DDL = """
-CREATE TABLE events_plain (LIKE new_resistance_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
-ALTER TABLE events_plain ADD PRIMARY KEY
+CREATE TABLE {e} (LIKE new_resistance_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+ALTER TABLE {e} ADD PRIMARY KEY
     (instrument, granularity, event_creation_date, original_event_id);
-CREATE INDEX ON events_plain (instrument, granularity);
-CREATE INDEX ON events_plain (event_creation_date DESC);
-CREATE INDEX ON events_plain (event_price_level);
+CREATE INDEX ON {e} (instrument, granularity);
+CREATE INDEX ON {e} (event_creation_date DESC);
+CREATE INDEX ON {e} (event_price_level);
+"""
+LEVELS_DDL = """
 CREATE TABLE levels_plain (LIKE support_and_resistance_master INCLUDING DEFAULTS
                            INCLUDING CONSTRAINTS);
 ALTER TABLE levels_plain ADD PRIMARY KEY (instrument, granularity, event_creation_date, id);
@@ -47,16 +63,57 @@ ALTER TABLE levels_plain ADD UNIQUE
     (instrument, granularity, event_creation_date, original_event_id);
 ALTER TABLE levels_plain ADD FOREIGN KEY
     (instrument, granularity, event_creation_date, original_event_id)
-    REFERENCES events_plain ON DELETE CASCADE;
+    REFERENCES events_plain2 ON DELETE CASCADE;
 """
+SMALL_TARGET_SECONDS = 3.0
+NEW_TARGET, STEADY_TARGET = 1.5, 0.8  # issue 7: x raw \copy
 
 
-def pct(values: list[float]) -> tuple[float, float, float]:
-    a = np.array(values) * 1000
-    return tuple(float(np.percentile(a, q)) for q in (50, 95, 99))
+def pct(values: list[float]) -> dict[str, float]:
+    a = np.array(values or [0.0]) * 1000
+    return {f"p{q}_ms": float(np.percentile(a, q)) for q in (50, 95, 99)}
 
 
-def run_loader(url: str, files: list[Path]) -> tuple[int, float, list[float], dict]:
+def figure(rows: int, secs: float, lat: list[float], **extra) -> dict:
+    return {"rows": rows, "seconds": secs, "rows_per_s": rows / secs if secs else 0.0,
+            **pct(lat), **extra}
+
+
+def psql(url: str, command: str) -> None:
+    subprocess.run([str(settings.pg_bin_dir() / "psql"), "-q", "-v", "ON_ERROR_STOP=1",
+                    db.libpq_url(url), "-c", command], check=True)
+
+
+def scalar(url: str, query: str):
+    with db.connect(url) as conn:
+        return conn.execute(query).fetchone()[0]
+
+
+def run_copy(url: str, table: str, files: list[Path], columns: list[str]) -> dict:
+    lat = []
+    before = scalar(url, f"SELECT count(*) FROM {table}")
+    t0 = time.perf_counter()
+    for f in files:
+        t = time.perf_counter()
+        psql(url, f"\\copy {table} ({', '.join(columns)}) FROM '{f}' CSV HEADER")
+        lat.append(time.perf_counter() - t)
+    secs = time.perf_counter() - t0
+    return figure(scalar(url, f"SELECT count(*) FROM {table}") - before, secs, lat)
+
+
+def run_copy_levels(url: str, tmp: Path) -> dict:
+    """One level row per event of events_plain2, \\copy'd through the foreign key."""
+    out = tmp / "levels.csv"
+    psql(url, "\\copy (SELECT original_event_id, event_type, instrument, granularity, "
+              f"event_creation_date FROM events_plain2) TO '{out}' CSV")
+    t0 = time.perf_counter()
+    psql(url, "\\copy levels_plain (original_event_id, event_type, instrument, granularity, "
+              f"event_creation_date) FROM '{out}' CSV")
+    secs = time.perf_counter() - t0
+    return figure(scalar(url, "SELECT count(*) FROM levels_plain"), secs, [secs])
+
+
+def run_loader(url: str, files: list[Path], expect_new: bool | None = None) -> dict:
     t0 = time.perf_counter()
     results = loader.load_paths(files, url)
     secs = time.perf_counter() - t0
@@ -65,43 +122,19 @@ def run_loader(url: str, files: list[Path]) -> tuple[int, float, list[float], di
         assert r.error is None and r.rejected == 0, r
         for k, v in r.timings.items():
             phases[k] = phases.get(k, 0.0) + v
-    return sum(r.loaded for r in results), secs, [r.seconds for r in results], phases
+    new_pairs = sum(len(r.new_pairs) for r in results)
+    if expect_new is not None:
+        assert (new_pairs > 0) == expect_new, new_pairs
+    return figure(sum(r.rows_read for r in results), secs, [r.seconds for r in results],
+                  loaded=sum(r.loaded for r in results),
+                  duplicates=sum(r.duplicates for r in results), new_pairs=new_pairs,
+                  phases={k: round(v, 3) for k, v in phases.items()})
 
 
-def psql_copy(url: str, command: str) -> None:
-    subprocess.run([str(settings.pg_bin_dir() / "psql"), "-q", "-v", "ON_ERROR_STOP=1",
-                    db.libpq_url(url), "-c", command], check=True)
-
-
-def run_copy(url: str, files: list[Path], columns: list[str]) -> tuple[int, float, list[float]]:
-    lat = []
-    t0 = time.perf_counter()
-    for f in files:
-        t = time.perf_counter()
-        psql_copy(url, f"\\copy events_plain ({', '.join(columns)}) FROM '{f}' CSV HEADER")
-        lat.append(time.perf_counter() - t)
-    secs = time.perf_counter() - t0
-    with db.connect(url) as conn:
-        rows = conn.execute("SELECT count(*) FROM events_plain").fetchone()[0]
-    return rows, secs, lat
-
-
-def run_copy_levels(url: str, tmp: Path) -> tuple[int, float, list[float]]:
-    """The second half of the fair ceiling: one level row per event, \\copy'd into a plain
-    levels table with the same keys and a foreign key into events_plain."""
-    out = tmp / "levels.csv"
-    psql_copy(url, "\\copy (SELECT original_event_id, event_type, instrument, granularity, "
-                   f"event_creation_date FROM events_plain) TO '{out}' CSV")
-    t0 = time.perf_counter()
-    psql_copy(url, "\\copy levels_plain (original_event_id, event_type, instrument, granularity, "
-                   f"event_creation_date) FROM '{out}' CSV")
-    secs = time.perf_counter() - t0
-    with db.connect(url) as conn:
-        rows = conn.execute("SELECT count(*) FROM levels_plain").fetchone()[0]
-    return rows, secs, [secs]
-
-
-def run_to_sql(url: str, frame: pd.DataFrame) -> tuple[int, float, list[float]]:
+def run_to_sql(url: str, files: list[Path], rows: int) -> dict:
+    from sqlalchemy import create_engine
+    frame = pd.concat([pd.read_csv(f) for f in files])[:rows]
+    frame["event_creation_date"] = pd.to_datetime(frame["event_creation_date"], utc=True)
     eng = create_engine(db.sqlalchemy_url(url))
     lat = []
     t0 = time.perf_counter()
@@ -114,89 +147,183 @@ def run_to_sql(url: str, frame: pd.DataFrame) -> tuple[int, float, list[float]]:
             lat.append(time.perf_counter() - t)
     secs = time.perf_counter() - t0
     eng.dispose()
-    return len(frame), secs, lat
+    return figure(len(frame), secs, lat)
+
+
+def fresh_database(server: str) -> tuple[str, str]:
+    name = f"srbench_{uuid.uuid4().hex[:8]}"
+    db.ensure_database(server, name)
+    url = db.with_database(server, name)
+    migrate.upgrade(url)
+    return name, url
+
+
+def run_small(server: str, tmp: Path) -> dict:
+    """`make run`'s sample into an empty database: in this process, then via the CLI."""
+    sample = tmp / "sample"
+    files = write_event_files(sample, years=1, instruments=28, seed=0)
+    out = {}
+    name, url = fresh_database(server)
+    try:
+        out["in_process"] = run_loader(url, files, expect_new=True)
+    finally:
+        db.drop_database(server, name)
+    name, url = fresh_database(server)
+    try:
+        cli = Path(sys.executable).parent / "sr-platform"
+        env = dict(os.environ, SR_PLATFORM_DATABASE_URL=url)
+        t0 = time.perf_counter()
+        done = subprocess.run([str(cli), "load", str(sample)], env=env, capture_output=True,
+                              text=True)
+        secs = time.perf_counter() - t0
+        assert done.returncode == 0, done.stdout + done.stderr
+        rows = scalar(url, "SELECT count(*) FROM new_resistance_events")
+        out["cli"] = figure(rows, secs, [secs])
+    finally:
+        db.drop_database(server, name)
+    out["files"], out["pairs"] = len(files), out["in_process"]["new_pairs"]
+    return out
+
+
+def make_batches(tmp: Path, rows: int, seed: int) -> tuple[list[Path], list[Path], list[str]]:
+    """Batch A and batch B (the next stretch of time), `rows` rows each, one file per
+    instrument: each instrument's rows generated over twice the time, split in two halves."""
+    years = max(1.0, 2 * rows / 230_000)
+    gen = write_event_files(tmp / "all", years=years, instruments=28, seed=seed,
+                            event_rate=1.0, files_per_instrument=2)
+    batches: list[list[Path]] = [[], []]
+    for part in (0, 1):
+        paths = [p for p in gen if p.stem.endswith(f"_{part + 1:03d}")]
+        frames = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in paths]
+        keep = rows / sum(len(f) for f in frames)
+        (tmp / "AB"[part]).mkdir()
+        for p, frame in zip(paths, frames, strict=True):
+            out = tmp / "AB"[part] / p.name
+            frame.iloc[:int(len(frame) * keep)].to_csv(out, index=False)
+            batches[part].append(out)
+    columns = list(pd.read_csv(batches[0][0], nrows=0).columns)
+    return batches[0], batches[1], columns
+
+
+def run(rows: int = 1_000_000, seed: int = 7, to_sql_rows: int = 0, small: bool = True,
+        server: str | None = None) -> dict:
+    """Every figure of the report as a dict (rows/s, seconds, p50/p95/p99 per file, ratios,
+    the loader's phases, goals met or missed). `server`: an admin URL of the server (default:
+    the project's local cluster)."""
+    server = server or db.database_url("postgres", role=db.ADMIN_ROLE)
+    name, url = fresh_database(server)
+    tmp = Path(tempfile.mkdtemp(prefix="srbench_"))
+    out: dict = {"rows_requested": rows}
+    try:
+        with db.connect(url) as conn:
+            conn.execute(PLAIN_DDL.format(e="events_plain") + PLAIN_DDL.format(e="events_plain2")
+                         + LEVELS_DDL)
+            conn.execute("CREATE TABLE events_plain_to_sql (LIKE events_plain INCLUDING ALL)")
+            out["server_version"] = conn.execute("SHOW server_version").fetchone()[0]
+        out["revision"] = migrate.current(url)
+        batch_a, batch_b, columns = make_batches(tmp, rows, seed)
+        out["files"] = len(batch_a)
+        out["megabytes"] = round(sum(f.stat().st_size for f in batch_a) / 1e6, 1)
+
+        out["copy_flat"] = run_copy(url, "events_plain", batch_a, columns)
+        out["copy_flat_b"] = run_copy(url, "events_plain", batch_b, columns)
+        ev = run_copy(url, "events_plain2", batch_a, columns)
+        lv = run_copy_levels(url, tmp)
+        out["copy_events_levels"] = figure(ev["rows"], ev["seconds"] + lv["seconds"],
+                                           [ev["seconds"] + lv["seconds"]],
+                                           events_s=ev["seconds"], levels_s=lv["seconds"])
+        out["loader_new"] = run_loader(url, batch_a, expect_new=True)
+        out["loader_existing"] = run_loader(url, batch_b, expect_new=False)
+        out["loader_reload"] = run_loader(url, batch_a, expect_new=False)
+        assert out["loader_reload"]["loaded"] == 0
+        out["levels_stored"] = scalar(url, "SELECT count(*) FROM support_and_resistance_master")
+        out["registry_rows"] = scalar(url, "SELECT count(*) FROM event_id_registry")
+        if to_sql_rows:
+            out["to_sql"] = run_to_sql(url, batch_a, to_sql_rows)
+    finally:
+        db.drop_database(server, name)
+    try:
+        if small:
+            out["small"] = run_small(server, tmp)
+    finally:
+        subprocess.run(["rm", "-rf", str(tmp)])
+    base, base_b = out["copy_flat"]["rows_per_s"], out["copy_flat_b"]["rows_per_s"]
+    both = out["copy_events_levels"]["rows_per_s"]
+    figs = list(out.values()) + list(out.get("small", {}).values())
+    for fig in figs:
+        if isinstance(fig, dict) and "rows_per_s" in fig:
+            fig["vs_copy"] = fig["rows_per_s"] / base
+            fig["vs_copy_levels"] = fig["rows_per_s"] / both
+    out["loader_existing"]["vs_copy_existing"] = out["loader_existing"]["rows_per_s"] / base_b
+    out["goals"] = {
+        "new partitions >= 1.5x \\copy flat": (out["loader_new"]["vs_copy"], NEW_TARGET),
+        "existing partitions >= 0.8x \\copy flat (into a table holding batch A)":
+            (out["loader_existing"]["vs_copy_existing"], STEADY_TARGET),
+    }
+    if "small" in out:
+        out["goals"]["small files (CLI) < 3 s"] = (out["small"]["cli"]["seconds"],
+                                                   SMALL_TARGET_SECONDS)
+    return out
+
+
+def print_report(out: dict) -> None:
+    print(f"PostgreSQL {out['server_version']}, revision {out['revision']}; batch A and B: "
+          f"{out['copy_flat']['rows']:,} rows each in {out['files']} CSV files "
+          f"({out['megabytes']:.0f} MB each)\n")
+    print(f"{'method':<58} {'rows':>10} {'rows/s':>9} {'p50 ms':>8} {'p95 ms':>8} "
+          f"{'p99 ms':>8} {'vs copy':>8} {'vs cp+lv':>8}")
+    rows = [
+        ("psql \\copy A -> flat indexed table (baseline)", "copy_flat"),
+        ("psql \\copy B -> the same table (holding A)", "copy_flat_b"),
+        ("psql \\copy A events, then their levels (FK)", "copy_events_levels"),
+        ("loader A: new partitions (load-then-attach)", "loader_new"),
+        ("loader B: existing partitions (steady)", "loader_existing"),
+        ("loader A again: reload, all duplicates", "loader_reload"),
+        ("pandas to_sql(method='multi'), events only", "to_sql"),
+    ]
+    for label, key in rows:
+        if key not in out:
+            continue
+        f = out[key]
+        print(f"{label:<58} {f['rows']:>10,} {f['rows_per_s']:>9,.0f} {f['p50_ms']:>8.0f} "
+              f"{f['p95_ms']:>8.0f} {f['p99_ms']:>8.0f} {f['vs_copy']:>7.2f}x "
+              f"{f['vs_copy_levels']:>7.2f}x")
+    print(f"\nloader B against \\copy B into the table holding A: "
+          f"{out['loader_existing']['vs_copy_existing']:.2f}x")
+    if "small" in out:
+        s = out["small"]
+        print(f"small files ({s['files']} files, {s['in_process']['rows']:,} rows, "
+              f"{s['pairs']} new pairs): {s['in_process']['seconds']:.2f} s in process "
+              f"(p50/p95 per file {s['in_process']['p50_ms']:.0f}/"
+              f"{s['in_process']['p95_ms']:.0f} ms), {s['cli']['seconds']:.2f} s through the "
+              "CLI (process start included)")
+    print("\nloader phases, seconds summed over files:")
+    for key in ("loader_new", "loader_existing", "loader_reload"):
+        print(f"  {key:<16} " + ", ".join(f"{k} {v:.2f}"
+                                          for k, v in out[key]["phases"].items()))
+    if "small" in out:
+        print(f"  {'small':<16} " + ", ".join(
+            f"{k} {v:.2f}" for k, v in out["small"]["in_process"]["phases"].items()))
+    print(f"\nlevel rows stored: {out['levels_stored']:,}; registry rows: "
+          f"{out['registry_rows']:,}; reload inserted {out['loader_reload']['loaded']} rows")
+    print("\ngoals:")
+    for goal, (value, target) in out["goals"].items():
+        met = value < target if "< " in goal else value >= target
+        print(f"  {goal}: {value:.2f} ({'met' if met else 'MISSED'})")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--to-sql-rows", type=int, default=50_000)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--without-registry", action="store_true",
-                    help="migrate to 0004 only (no event_id_registry, no triggers)")
+    ap.add_argument("--to-sql-rows", type=int, default=0)
+    ap.add_argument("--no-sample", action="store_true", help="skip the small-files sample")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
-
-    server = db.database_url("postgres", role=db.ADMIN_ROLE)
-    name = f"srbench_{uuid.uuid4().hex[:8]}"
-    db.ensure_database(server, name)
-    url = db.with_database(server, name)
-    migrate.upgrade(url, "0004" if args.without_registry else "head")
-    with db.connect(url) as conn:
-        conn.execute(PLAIN_DDL)
-        conn.execute("CREATE TABLE events_plain_to_sql (LIKE events_plain INCLUDING ALL)")
-        version = conn.execute("SHOW server_version").fetchone()[0]
-    tmp = Path(tempfile.mkdtemp(prefix="srbench_"))
-    try:
-        # enough years of 28 instruments to pass --rows, then trimmed to exactly --rows
-        years = max(1.0, args.rows / 230_000)
-        files = write_event_files(tmp / "all", years=years, instruments=28, seed=args.seed,
-                                  event_rate=1.0)
-        frames = [pd.read_csv(f, dtype=str, keep_default_na=False) for f in files]
-        total = sum(len(f) for f in frames)
-        keep = args.rows / total
-        out, n = [], 0
-        for f, frame in zip(files, frames, strict=True):
-            part = frame.iloc[:int(len(frame) * keep)]
-            p = tmp / f.name
-            part.to_csv(p, index=False)
-            out.append(p)
-            n += len(part)
-        files = out
-        columns = list(pd.read_csv(files[0], nrows=0).columns)
-        print(f"revision {migrate.current(url)}; "
-              f"registry {'off' if args.without_registry else 'on'}")
-        print(f"PostgreSQL {version}; {n:,} rows in {len(files)} CSV files "
-              f"({sum(f.stat().st_size for f in files) / 1e6:.0f} MB)\n", flush=True)
-
-        t = time.perf_counter()
-        pairs = set()
-        for frame in frames:
-            pairs |= set(zip(frame["instrument"], frame["granularity"], strict=True))
-        loader.ensure_partitions(url, pairs)
-        part_secs = time.perf_counter() - t
-
-        c_rows, c_secs, c_lat = run_copy(url, files, columns)
-        v_rows, v_secs, v_lat = run_copy_levels(url, tmp)
-        l_rows, l_secs, l_lat, phases = run_loader(url, files)
-        r_rows, r_secs, r_lat, _ = run_loader(url, files)  # everything is a duplicate now
-        sample = pd.concat([pd.read_csv(f) for f in files])[:args.to_sql_rows]
-        sample["event_creation_date"] = pd.to_datetime(sample["event_creation_date"], utc=True)
-        s_rows, s_secs, s_lat = run_to_sql(url, sample)
-        with db.connect(url) as conn:
-            levels = conn.execute(
-                "SELECT count(*) FROM support_and_resistance_master").fetchone()[0]
-
-        base = c_rows / c_secs
-        both = c_rows / (c_secs + v_secs)
-        print(f"{'method':<46} {'rows':>10} {'rows/s':>10} {'p50 ms':>8} {'p95 ms':>8} "
-              f"{'p99 ms':>8} {'vs copy':>8} {'vs copy+lv':>10}")
-        for label, rows, secs, lat in (
-                ("psql \\copy events -> plain table (baseline)", c_rows, c_secs, c_lat),
-                ("psql \\copy events, then levels with FK", c_rows, c_secs + v_secs,
-                 c_lat),
-                ("sr-platform loader (events + levels)", l_rows, l_secs, l_lat),
-                ("sr-platform loader, reload (all duplicates)", n, r_secs, r_lat),
-                ("pandas to_sql(method='multi'), events only", s_rows, s_secs, s_lat)):
-            p50, p95, p99 = pct(lat)
-            print(f"{label:<46} {rows:>10,} {rows / secs:>10,.0f} {p50:>8.0f} {p95:>8.0f} "
-                  f"{p99:>8.0f} {rows / secs / base:>7.2f}x {rows / secs / both:>9.2f}x")
-        print(f"\npartitions for {len(pairs)} pairs created beforehand in {part_secs:.1f} s "
-              "(as the landing sensor does)")
-        print("\nloader phases (s): " + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
-        print(f"level rows written: {levels:,}; reload inserted {r_rows} rows")
-    finally:
-        db.drop_database(server, name)
-        subprocess.run(["rm", "-rf", str(tmp)])
+    out = run(args.rows, args.seed, args.to_sql_rows, small=not args.no_sample)
+    print_report(out)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1, default=str))
 
 
 if __name__ == "__main__":

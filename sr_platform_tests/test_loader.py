@@ -794,7 +794,7 @@ def test_kill_9_mid_load_leaves_nothing_and_rerun_loads_once(clean_db, tmp_path)
                 return watch.execute(
                     "SELECT pid, query FROM pg_stat_activity WHERE datname = %s "
                     "AND pid <> pg_backend_pid() AND state = 'active' "
-                    "AND query LIKE 'COPY new_resistance_events %%' "
+                    "AND query LIKE 'COPY \"new_resistance_events_%%' "
                     "AND backend_xid IS NOT NULL",
                     (dbname,)).fetchone()
 
@@ -805,7 +805,7 @@ def test_kill_9_mid_load_leaves_nothing_and_rerun_loads_once(clean_db, tmp_path)
                 proc.kill()
             proc.wait(60)
         assert proc.returncode == -signal.SIGKILL
-        assert query.startswith("COPY new_resistance_events")
+        assert query.startswith('COPY "new_resistance_events_')  # straight into a leaf
         # the server notices the dead client and rolls back
         wait_for(lambda: not watch.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
                                            (backend,)).fetchone(), 120, "the backend to end")

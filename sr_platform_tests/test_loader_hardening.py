@@ -323,7 +323,7 @@ def test_migration_0005_backfills_and_refuses_stored_duplicates(server_url, make
                      "ensure_partition('GBP_USD', 'H1')")
         insert_event(conn, original_event_id=ID["A"])
         insert_event(conn, original_event_id=ID["B"], instrument="GBP_USD")
-    migrate.upgrade(url)
+    migrate.upgrade(url, "0005")
     assert migrate.current(url) == "0005"
     assert registry(url) == events_keys(url) != []
     migrate.downgrade(url, "-1")
@@ -332,7 +332,7 @@ def test_migration_0005_backfills_and_refuses_stored_duplicates(server_url, make
     with admin(url) as conn:  # an id stored twice (possible before 0005)
         insert_event(conn, original_event_id=ID["A"], instrument="GBP_USD")
     with pytest.raises(errors.UniqueViolation) as exc:
-        migrate.upgrade(url)
+        migrate.upgrade(url, "0005")
     assert (f"1 event ids are stored more than once (e.g. {ID['A']}): delete the extra rows, "
             "then upgrade") in str(exc.value)
     assert migrate.current(url) == "0004"

@@ -46,8 +46,8 @@ def test_cli_migration_commands_against_a_url(server_url, make_db):
     up = _cli("db", "upgrade", "0002", env=env)
     assert up.returncode == 0, up.stderr
     assert up.stdout.strip() == "at revision 0002"
-    assert _cli("db", "upgrade", env=env).stdout.strip() == "at revision 0005"
-    assert _cli("db", "current", env=env).stdout.strip() == "0005 (head)"
+    assert _cli("db", "upgrade", env=env).stdout.strip() == f"at revision {migrate.head()}"
+    assert _cli("db", "current", env=env).stdout.strip() == f"{migrate.head()} (head)"
     assert _cli("db", "history", env=env).stdout.splitlines()[0].startswith("base -> 0001: ")
     assert _cli("db", "url", env=env).stdout.strip() == db.role_url(url, db.WRITER_ROLE)
     down = _cli("db", "downgrade", "base", env=env)
