@@ -125,7 +125,11 @@ def _refresh(url: str, conns: _Connections, part: _Partition) -> _Report:
         {"xids": part.xids, "events": loader.leaf_name("new_resistance_events", pair),
          "levels": loader.leaf_name("support_and_resistance_master", pair),
          "features": loader.leaf_name("event_features", pair)}).fetchone()
-    return _Report(part, levels, features, *row)
+    events_rows, written, mismatched, events_bytes, levels_rows, levels_bytes, features_bytes \
+        = row
+    return _Report(part, levels, features, events_rows=events_rows, events_bytes=events_bytes,
+                   written=written, mismatched=mismatched, levels_rows=levels_rows,
+                   levels_bytes=levels_bytes, features_bytes=features_bytes)
 
 
 def _materializations(report: _Report) -> Iterator[dg.AssetMaterialization]:
