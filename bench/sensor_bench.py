@@ -25,6 +25,7 @@ the ratio to the cli's wall time; the goal (issue 7, goal 4) is a ratio of at mo
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -59,17 +60,26 @@ def counts(url: str) -> dict[str, int]:
         return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
 
 
-def run_cli(url: str, landing: Path) -> tuple[float, float]:
-    """(wall seconds of `sr-platform load`, seconds of its loads as it reports them)."""
+def children_cpu() -> float:
+    """CPU seconds (user + system) of the finished child processes so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_cli(url: str, landing: Path) -> tuple[float, float, float]:
+    """(wall seconds of `sr-platform load`, seconds of its loads as it reports them, its CPU
+    seconds)."""
     env = dict(os.environ, SR_PLATFORM_DATABASE_URL=db.role_url(url, db.WRITER_ROLE))
+    cpu = children_cpu()
     t = time.perf_counter()
     out = subprocess.run([str(BIN / "sr-platform"), "load", str(landing)], env=env,
                          capture_output=True, text=True)
     wall = time.perf_counter() - t
+    cpu = children_cpu() - cpu
     if out.returncode not in (0, 2):  # 2: some rows were rejected (quarantined)
         raise SystemExit(f"sr-platform load failed:\n{out.stdout}\n{out.stderr}")
     total = next(line for line in out.stdout.splitlines() if line.startswith("total"))
-    return wall, float(total.rsplit(",", 1)[1].split()[0])
+    return wall, float(total.rsplit(",", 1)[1].split()[0]), cpu
 
 
 def run_sensor(server: str, url: str, landing: Path, home: Path,
@@ -98,6 +108,7 @@ def run_sensor(server: str, url: str, landing: Path, home: Path,
             (request,) = result.run_requests
             config = home / "run_config.json"
             config.write_text(json.dumps(request.run_config))
+            cpu = children_cpu()
             t1 = time.perf_counter()
             with open(run_log, "w") as log:
                 done = subprocess.run(
@@ -106,6 +117,7 @@ def run_sensor(server: str, url: str, landing: Path, home: Path,
                      "--tags", json.dumps(request.tags)],
                     env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
             run = time.perf_counter() - t1
+            cpu = children_cpu() - cpu
             if done.returncode:
                 raise SystemExit(f"the run failed, see {run_log}")
             # every pair the files hold (the tick's pre-scan), for each of the three assets
@@ -114,7 +126,8 @@ def run_sensor(server: str, url: str, landing: Path, home: Path,
             for key in TABLES:
                 done = instance.get_materialized_partitions(dg.AssetKey(key))
                 assert done == expected, (key, len(done), len(expected))
-        return {"tick": tick, "run": run, "total": tick + run, "partitions": len(expected)}
+        return {"tick": tick, "run": run, "total": tick + run, "partitions": len(expected),
+                "cpu": cpu}
     finally:
         db.drop_database(server, storage_name)
 
@@ -144,16 +157,17 @@ def main() -> None:
         home = Path(tmp) / "dagster_home"
         home.mkdir()
         shutil.copy(settings.PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
-        cli_wall, cli_load, sensor = [], [], []
+        cli_wall, cli_load, cli_cpu, sensor = [], [], [], []
         rows = partitions = None
         for _ in range(args.repeats):
             for path in ("cli", "sensor"):
                 name, url = fresh_db(server, "bench_" + path)
                 try:
                     if path == "cli":
-                        wall, load = run_cli(url, landing)
+                        wall, load, cpu = run_cli(url, landing)
                         cli_wall.append(wall)
                         cli_load.append(load)
+                        cli_cpu.append(cpu)
                         want = counts(url)
                     else:
                         s = run_sensor(server, url, landing, home, args.run_log)
@@ -181,6 +195,10 @@ def main() -> None:
     for label, values in table:
         med = statistics.median(values)
         print(f"{label:<58} {fmt(values):>22} {rows / med:>9,.0f} {med / base:>6.2f}")
+    cpu = statistics.median(s["cpu"] for s in sensor)
+    print(f"\nCPU seconds (user + system) of the process: cli {statistics.median(cli_cpu):.1f}, "
+          f"sensor's run {cpu:.1f} (the run also refreshes levels and features, which the cli "
+          "does not; the server's CPU is not counted)")
     ratio = statistics.median([s["total"] for s in sensor]) / base
     print(f"\ngoal 4 (sensor path <= {GOAL:g}x the cli): {ratio:.2f}x, "
           f"{'met' if ratio <= GOAL else 'missed'}")
