@@ -115,3 +115,13 @@ def test_a_rewritten_file_is_requested_again_under_a_new_run_key(tmp_path, dead_
         assert again.run_key != first_run.run_key
         assert second.dynamic_partitions_requests == []
         assert json.loads(second.cursor) == {str(eur): signature(eur)}
+
+
+def test_the_files_tag_fits_and_says_how_many_it_leaves_out():
+    from sr_platform.events.sensors import TAG_CHARS, files_tag
+
+    assert files_tag(["a.csv", "b.csv"]) == "a.csv,b.csv"
+    names = [f"events_{i:02d}.csv" for i in range(28)]  # 13 characters each
+    tag = files_tag(names)
+    assert len(tag) <= TAG_CHARS
+    assert tag == ",".join(names[:13]) + ",+15 more"  # 190 characters; one more: 204

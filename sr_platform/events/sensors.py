@@ -10,10 +10,25 @@ from .jobs import ingest_landing_files_job
 from .partitions import instruments, partition_key
 from .resources import LandingZone
 
-FILES_TAG = "sr_platform/files"  # the run's file names (shortened to TAG_CHARS)
+FILES_TAG = "sr_platform/files"  # the run's file names (the first ones, if they are many)
 FILE_COUNT_TAG = "sr_platform/file_count"
 PARTITION_COUNT_TAG = "sr_platform/partition_count"
 TAG_CHARS = 200
+
+
+def files_tag(names: list[str]) -> str:
+    """The names, comma-separated, within TAG_CHARS: '..., +N more' when they do not fit (the
+    run's config lists every file)."""
+    text = ",".join(names)
+    if len(text) <= TAG_CHARS:
+        return text
+    shown: list[str] = []
+    for name in names:
+        more = f",+{len(names) - len(shown) - 1} more"
+        if len(",".join([*shown, name])) + len(more) > TAG_CHARS:
+            break
+        shown.append(name)
+    return ",".join([*shown, f"+{len(names) - len(shown)} more"])
 
 
 def ingest_request(new_files: dict[str, str], pairs_by_file: dict[str, set]) -> dg.RunRequest:
@@ -30,7 +45,7 @@ def ingest_request(new_files: dict[str, str], pairs_by_file: dict[str, set]) -> 
         run_key=f"ingest|{digest}",
         run_config={"ops": {"ingest_files": {"config": {
             "files": files, "partitions_by_file": partitions}}}},
-        tags={FILES_TAG: ",".join(Path(f).name for f in files)[:TAG_CHARS],
+        tags={FILES_TAG: files_tag([Path(f).name for f in files]),
               FILE_COUNT_TAG: str(len(files)), PARTITION_COUNT_TAG: str(n_partitions)},
     )
 
