@@ -2,6 +2,7 @@
 asset, and a backfill run twice, against a real PostgreSQL."""
 
 import json
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -386,6 +387,29 @@ def test_a_database_outage_asks_for_retries(landing, monkeypatch):
     assert not result.success
     retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert len(retries) == 3
+
+
+def test_a_file_gone_before_the_run_is_reported_and_the_others_load(resources, landing,
+                                                                    clean_db):
+    expected = _expected(landing)
+    with dg.instance_for_test() as instance:
+        result = landing_zone_sensor(dg.build_sensor_context(
+            instance=instance, resources=resources, definitions=defs))
+        instance.add_dynamic_partitions("instruments", ["EUR_USD", "GBP_USD"])
+        (landing / "events_GBP_USD_001.csv").unlink()  # between the tick and its run
+        (req,) = result.run_requests
+        run = ingest_landing_files_job.execute_in_process(
+            run_config=req.run_config, instance=instance, resources=resources)
+        assert run.success
+        mats = _run_materializations(run)
+        assert {a: set(p) for a, p in mats.items()} == {
+            a.key.to_user_string(): {str(partition_key("EUR_USD", g)) for g in
+                                     ("D", "H1", "H4", "W")} for a in ASSETS}
+        warnings = [e.message for e in instance.all_logs(run.run_id)
+                    if e.level == logging.WARNING]
+        assert any("events_GBP_USD_001.csv" in w for w in warnings), warnings
+    n = int(expected.loc["EUR_USD"].sum())
+    assert _count(clean_db, "new_resistance_events") == n
 
 
 def test_the_ingest_run_asks_for_retries_when_the_database_is_down(landing, monkeypatch):

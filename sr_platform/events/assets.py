@@ -49,7 +49,9 @@ REBOUND_MISMATCH = sql.SQL(
 
 
 class LoadConfig(dg.Config):
-    files: list[str] = []  # from the sensor; empty (backfills): every file in the landing zone
+    # empty (backfills, the UI): every file in the landing zone; else only these files (the
+    # landing sensor's runs load whole files instead: events/ingest.py)
+    files: list[str] = []
 
 
 def _leaf_stats(url: str, table: str, pair: tuple[str, str]) -> tuple[int, int]:
