@@ -11,7 +11,7 @@ from .events.assets import (
     new_resistance_events,
     support_and_resistance_master,
 )
-from .events.jobs import load_events_job
+from .events.jobs import ingest_landing_files_job, load_events_job
 from .events.resources import LandingZone
 from .events.sensors import landing_zone_sensor
 from .operations import definitions as operations
@@ -32,7 +32,7 @@ def env_or_default(name: str) -> dg.EnvVar | None:
 defs = dg.Definitions(
     assets=[database_schema, landing_files, new_resistance_events,
             support_and_resistance_master, event_features, *operations.assets],
-    jobs=[load_events_job, *operations.jobs],
+    jobs=[load_events_job, ingest_landing_files_job, *operations.jobs],
     schedules=operations.schedules,
     sensors=[landing_zone_sensor, *operations.sensors],
     resources={

@@ -2,6 +2,8 @@
 asset, and a backfill run twice, against a real PostgreSQL."""
 
 import json
+import logging
+from collections import Counter
 from pathlib import Path
 
 import dagster as dg
@@ -18,6 +20,7 @@ from sr_platform.events.assets import (
     new_resistance_events,
     support_and_resistance_master,
 )
+from sr_platform.events.jobs import ingest_landing_files_job
 from sr_platform.events.partitions import event_partitions, partition_key
 from sr_platform.events.resources import LandingZone
 from sr_platform.events.sensors import landing_zone_sensor
@@ -55,38 +58,40 @@ def _partitions(url: str) -> set[tuple[str, str, str]]:
                                 "FROM list_partitions()").fetchall())
 
 
-def test_sensor_requests_partitions_and_runs_once(resources, landing, clean_db):
+def test_sensor_requests_one_run_per_tick(resources, landing, clean_db):
     expected = _expected(landing)
     partitions_before = _partitions(clean_db)
+    files = sorted(str(p) for p in landing.glob("*.csv"))
     with dg.instance_for_test() as instance:
         ctx = dg.build_sensor_context(instance=instance, resources=resources, definitions=defs)
         result = landing_zone_sensor(ctx)
         assert isinstance(result, dg.SensorResult)
-        keys = [r.partition_key for r in result.run_requests]
-        assert keys == [partition_key(i, g) for i, g in sorted(expected.index)]
-        assert len(keys) == 8
+        (req,) = result.run_requests
+        assert req.run_config == {"ops": {"ingest_files": {"config": {
+            "files": files,
+            "partitions_by_file": {f: sorted(str(partition_key(i, g)) for i, g in expected.index
+                                             if f"_{i}_" in f) for f in files}}}}}
+        assert len(expected) == 8
+        assert req.tags["sr_platform/files"] == "events_EUR_USD_001.csv,events_GBP_USD_001.csv"
+        assert req.tags["sr_platform/partition_count"] == "8"
         (add,) = result.dynamic_partitions_requests
         assert (add.partitions_def_name, list(add.partition_keys)) == (
             "instruments", ["EUR_USD", "GBP_USD"])
-        req = result.run_requests[0]
-        assert req.run_config == {"ops": {"new_resistance_events": {"config": {
-            "files": [str(landing / "events_EUR_USD_001.csv")]}}}}
-        assert json.loads(result.cursor).keys() == {str(p) for p in landing.glob("*.csv")}
-        # the tick does no database work: the runs create the partitions they load
+        assert json.loads(result.cursor).keys() == set(files)
+        # the tick does no database work: the run creates the partitions it loads
         assert _partitions(clean_db) == partitions_before
 
-        # a second tick with the cursor sees nothing new, even before any run has finished
+        # a second tick with the cursor sees nothing new, even before the run has finished
         again = landing_zone_sensor(dg.build_sensor_context(
             instance=instance, resources=resources, definitions=defs, cursor=result.cursor))
         assert isinstance(again, dg.SkipReason)
 
-        # a retried tick (same cursor as the first) asks for the same run keys: no new runs
+        # a retried tick (same cursor as the first) asks for the same run key: no new run
         retry = landing_zone_sensor(dg.build_sensor_context(
             instance=instance, resources=resources, definitions=defs))
-        assert [r.run_key for r in retry.run_requests] == [r.run_key for r in
-                                                           result.run_requests]
+        assert [r.run_key for r in retry.run_requests] == [req.run_key]
 
-        # a new file for one new pair, and a file that is not an event file
+        # a new file for one new instrument, and a file that is not an event file
         write_event_files(landing / "more", years=0.25, instruments=3, seed=9, event_rate=0.5)
         for f in (landing / "more").glob("*.csv"):
             if "USD_JPY" not in f.name:
@@ -94,11 +99,151 @@ def test_sensor_requests_partitions_and_runs_once(resources, landing, clean_db):
         (landing / "junk.csv").write_bytes(b"\x00\x01garbage")
         third = landing_zone_sensor(dg.build_sensor_context(
             instance=instance, resources=resources, definitions=defs, cursor=result.cursor))
-        assert sorted(r.partition_key.keys_by_dimension["instrument"]
-                      for r in third.run_requests) == ["USD_JPY"] * 4
+        (req3,) = third.run_requests
+        assert req3.run_config["ops"]["ingest_files"]["config"]["files"] == [
+            str(landing / "more" / "events_USD_JPY_001.csv")]
+        assert req3.run_key != req.run_key
         (add,) = third.dynamic_partitions_requests
         assert list(add.partition_keys) == ["USD_JPY"]
         assert str(landing / "junk.csv") in json.loads(third.cursor)
+
+
+def _tick_and_run(instance, resources, cursor=None):
+    """One sensor tick, its dynamic partitions added (as the daemon does), and the one run it
+    requests executed with the request's config and tags."""
+    result = landing_zone_sensor(dg.build_sensor_context(
+        instance=instance, resources=resources, definitions=defs, cursor=cursor))
+    for add in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(add.partitions_def_name, add.partition_keys)
+    (req,) = result.run_requests
+    run = ingest_landing_files_job.execute_in_process(
+        run_config=req.run_config, tags=req.tags, instance=instance, resources=resources)
+    assert run.success
+    return req, run
+
+
+def _run_materializations(run) -> dict[str, dict[str, dict]]:
+    """{asset: {partition: metadata}} of the run's materializations, each partition once."""
+    out: dict[str, dict[str, dict]] = {}
+    for m in run.get_asset_materialization_events():
+        mat = m.materialization
+        by_partition = out.setdefault(mat.asset_key.to_user_string(), {})
+        assert mat.partition not in by_partition, mat.partition
+        by_partition[mat.partition] = {k: v.value for k, v in mat.metadata.items()}
+    return out
+
+
+BAD = ("event_creation_date,granularity,instrument,event_price_level,atr_at_event,"
+       "new_resistance_negative_rebound,new_resistance_negative_rebound_in_atr\n"
+       "2026-01-05T10:00:00Z,H1,EUR_USD,-1,0.001,-0.0005,-0.5\n"  # bad price: EUR_USD H1
+       "2026-01-05T11:00:00Z,H1,EUR_USD,1.2,0.001,-0.0005,-0.5\n"  # good
+       "2026-01-05T12:00:00Z,H1,,1.2,0.001,-0.0005,-0.5\n")  # no instrument: no partition
+
+
+def test_the_ticks_one_run_materializes_each_partition_once(resources, landing, clean_db):
+    # each instrument's rows in two files: a partition is complete after its second file
+    for f in landing.glob("*.csv"):
+        f.unlink()
+    write_event_files(landing, years=0.25, instruments=2, seed=3, event_rate=0.5,
+                      files_per_instrument=2)
+    expected = _expected(landing)
+    in_files = Counter(str(partition_key(i, g)) for f in landing.glob("*.csv")
+                       for i, g in set(zip(*pd.read_csv(f)[["instrument", "granularity"]].T.values,
+                                           strict=True)))
+    in_files["H1|EUR_USD"] += 1  # bad.csv
+    assert max(in_files.values()) == 3  # a partition whose rows are in three files
+    (landing / "bad.csv").write_text(BAD)
+    keys = {str(partition_key(i, g)): int(n) for (i, g), n in expected.items()}
+    keys[str(partition_key("EUR_USD", "H1"))] += 1  # bad.csv's good row
+    total = sum(keys.values())
+    with dg.instance_for_test() as instance:
+        req, run = _tick_and_run(instance, resources)
+        assert len(req.run_config["ops"]["ingest_files"]["config"]["files"]) == 5
+        assert req.run_config["ops"]["ingest_files"]["config"]["partitions_by_file"][
+            str(landing / "bad.csv")] == [str(partition_key("EUR_USD", "H1"))]
+        for asset in ASSETS:
+            assert instance.get_materialized_partitions(asset.key) == set(keys)
+        mats = _run_materializations(run)
+        assert {a: set(p) for a, p in mats.items()} == {
+            a.key.to_user_string(): set(keys) for a in ASSETS}
+        for key, n in keys.items():
+            ev = mats["new_resistance_events"][key]
+            assert (ev["rows_loaded"], ev["partition_rows"], ev["dagster/row_count"]) == (n, n, n)
+            assert ev["rows_rejected"] == (1 if key == "H1|EUR_USD" else 0)
+            assert ev["files"] == in_files[key]
+            lv = mats["support_and_resistance_master"][key]
+            assert (lv["levels"], lv["active"] + lv["breached"]) == (n, n)
+            assert mats["event_features"][key]["rows"] == n
+        checks = {c.check_name: c for c in run.get_asset_check_evaluations()}
+        assert {name: c.passed for name, c in checks.items()} == {
+            "loaded_equals_source_minus_rejected": True,
+            "no_rows_in_catch_all_partitions": True,
+            "rebound_in_atr_matches_rebound_over_atr": True,
+            "source_files_had_no_rejected_rows": False}
+        counts = checks["loaded_equals_source_minus_rejected"].metadata
+        assert (counts["source_rows"].value, counts["rejected"].value, counts["loaded"].value,
+                counts["in_table_written_by_this_run"].value,
+                counts["partitions_checked"].value) == (total + 2, 2, total, total, 8)
+        warn = checks["source_files_had_no_rejected_rows"]
+        assert warn.severity == dg.AssetCheckSeverity.WARN
+        assert warn.metadata["rejected_rows_by_file"].value == {"bad.csv": 2}
+        assert warn.metadata["rejected_rows_by_partition"].value == {"H1|EUR_USD": 1}
+        assert warn.metadata["rejected_rows_without_a_valid_partition"].value == 1
+        assert [_count(clean_db, t) for t in (
+            "new_resistance_events", "support_and_resistance_master", "event_features",
+            "rejected_events")] == [total, total, total, 2]
+        with psycopg.connect(db.libpq_url(clean_db)) as conn:
+            # one load per file, each whole (not per partition)
+            assert conn.execute("SELECT count(*), count(instrument) FROM load_log"
+                                ).fetchone() == (5, 0)
+
+        # the same run again (a re-execution): every row is found present, none loaded twice
+        again = ingest_landing_files_job.execute_in_process(
+            run_config=req.run_config, tags=req.tags, instance=instance, resources=resources)
+        assert again.success
+        mats = _run_materializations(again)
+        assert {p: m["rows_loaded"] for p, m in mats["new_resistance_events"].items()} == {
+            k: 0 for k in keys}
+        assert {p: m["partition_rows"] for p, m in mats["new_resistance_events"].items()} == keys
+        assert all(c.passed for c in again.get_asset_check_evaluations()
+                   if c.check_name != "source_files_had_no_rejected_rows")
+        assert [_count(clean_db, t) for t in (
+            "new_resistance_events", "support_and_resistance_master", "event_features",
+            "rejected_events")] == [total, total, total, 2]
+
+        # a backfill of one partition through the partitioned assets: nothing new (backfills
+        # run twice: test_backfill_twice_is_idempotent)
+        key = partition_key("GBP_USD", "D")
+        n = keys[str(key)]
+        result = dg.materialize(ASSETS, resources=resources, instance=instance,
+                                partition_key=key)
+        meta = result.asset_materializations_for_node("new_resistance_events")[0].metadata
+        assert (meta["rows_loaded"].value, meta["rows_duplicate"].value,
+                meta["partition_rows"].value) == (0, n, n)
+        assert [_count(clean_db, t) for t in (
+            "new_resistance_events", "support_and_resistance_master", "event_features")] == [
+            total, total, total]
+
+
+def test_a_tick_after_a_backfill_loads_only_what_is_new(resources, landing, clean_db):
+    """Partitions backfilled first (the asset path), then the sensor's run over the same files
+    and one more: only the new file's rows load, every partition is reported."""
+    expected = _expected(landing)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("instruments", ["EUR_USD", "GBP_USD"])
+        key = partition_key("EUR_USD", "W")
+        assert dg.materialize(ASSETS, resources=resources, instance=instance,
+                              partition_key=key).success
+        n = int(expected[("EUR_USD", "W")])
+        assert _count(clean_db, "new_resistance_events") == n
+        _, run = _tick_and_run(instance, resources)
+        mats = _run_materializations(run)
+        loaded = {p: m["rows_loaded"] for p, m in mats["new_resistance_events"].items()}
+        assert loaded == {str(partition_key(i, g)): (0 if (i, g) == ("EUR_USD", "W")
+                                                     else int(c))
+                          for (i, g), c in expected.items()}
+        assert _count(clean_db, "new_resistance_events") == int(expected.sum())
+        assert all(c.passed for c in run.get_asset_check_evaluations())
 
 
 def test_partitioned_materialization_of_each_asset(resources, landing, clean_db):
@@ -242,3 +387,48 @@ def test_a_database_outage_asks_for_retries(landing, monkeypatch):
     assert not result.success
     retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert len(retries) == 3
+
+
+def test_a_file_gone_before_the_run_is_reported_and_the_others_load(resources, landing,
+                                                                    clean_db):
+    expected = _expected(landing)
+    with dg.instance_for_test() as instance:
+        result = landing_zone_sensor(dg.build_sensor_context(
+            instance=instance, resources=resources, definitions=defs))
+        instance.add_dynamic_partitions("instruments", ["EUR_USD", "GBP_USD"])
+        (landing / "events_GBP_USD_001.csv").unlink()  # between the tick and its run
+        (req,) = result.run_requests
+        run = ingest_landing_files_job.execute_in_process(
+            run_config=req.run_config, instance=instance, resources=resources)
+        assert run.success
+        mats = _run_materializations(run)
+        assert {a: set(p) for a, p in mats.items()} == {
+            a.key.to_user_string(): {str(partition_key("EUR_USD", g)) for g in
+                                     ("D", "H1", "H4", "W")} for a in ASSETS}
+        warnings = [e.message for e in instance.all_logs(run.run_id)
+                    if e.level == logging.WARNING]
+        assert any("events_GBP_USD_001.csv" in w for w in warnings), warnings
+    n = int(expected.loc["EUR_USD"].sum())
+    assert _count(clean_db, "new_resistance_events") == n
+
+
+def test_the_ingest_run_asks_for_retries_when_the_database_is_down(landing, monkeypatch):
+    """Unreachable database: the ingest step asks Dagster to retry (3 times) instead of failing
+    for good, as the events asset does."""
+    from sr_platform.core.localpg import free_port
+    from sr_platform.events import ingest
+
+    monkeypatch.setattr(ingest, "OUTAGE_RETRY_SECONDS", 0)
+    dead = f"postgresql://nobody@127.0.0.1:{free_port()}/sr_platform?connect_timeout=2"
+    resources = {"postgres": PostgresResource(database_url=dead),
+                 "landing_zone": LandingZone(path=str(landing))}
+    with dg.instance_for_test() as instance:
+        req = landing_zone_sensor(dg.build_sensor_context(
+            instance=instance, resources=resources, definitions=defs)).run_requests[0]
+        result = ingest_landing_files_job.execute_in_process(
+            run_config=req.run_config, instance=instance, resources=resources,
+            raise_on_error=False)
+    assert not result.success
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retries) == 3
+    assert not result.get_asset_materialization_events()

@@ -2,6 +2,7 @@
 with build_sensor_context(instance=..., cursor=...), the cursor carried from tick to tick, and
 no database at all (its URL points at a port nothing listens on)."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -17,7 +18,32 @@ from sr_platform.events.resources import LandingZone
 from sr_platform.events.sensors import landing_zone_sensor
 from sr_platform.resources import PostgresResource
 
-GRANULARITIES = ["D", "H1", "H4", "W"]  # the sensor requests pairs in sorted order
+GRANULARITIES = ["D", "H1", "H4", "W"]
+
+
+def _keys(instrument: str) -> list[str]:
+    # a multi-partition key's text: the dimensions' keys in the order of the dimension names
+    return sorted(str(partition_key(instrument, g)) for g in GRANULARITIES)
+
+
+def _one_run(result: dg.SensorResult, files: list[Path], keys: dict[Path, list[str]]
+             ) -> dg.RunRequest:
+    """The tick's one run request, checked: its config names every file once with the
+    partitions the file holds, its run key is a digest of the files and their signatures."""
+    (req,) = result.run_requests
+    assert req.job_name is None  # the sensor's own job: ingest_landing_files
+    assert req.partition_key is None  # the run reports many partitions, it targets none
+    assert req.run_config == {"ops": {"ingest_files": {"config": {
+        "files": [str(f) for f in files],
+        "partitions_by_file": {str(f): keys[f] for f in files}}}}}
+    digest = hashlib.sha256("\n".join(f"{f}:{signature(f)}" for f in files).encode()
+                            ).hexdigest()[:16]
+    assert req.run_key == f"ingest|{digest}"
+    assert req.tags == {"sr_platform/files": ",".join(f.name for f in files),
+                        "sr_platform/file_count": str(len(files)),
+                        "sr_platform/partition_count": str(len({k for ks in keys.values()
+                                                                for k in ks}))}
+    return req
 
 
 @pytest.fixture
@@ -36,6 +62,7 @@ def _files(directory: Path, instruments: int, seed: int, keep: str) -> list[Path
 
 def test_sensor_needs_only_the_landing_zone():
     assert landing_zone_sensor.required_resource_keys == {"landing_zone"}
+    assert landing_zone_sensor.job_name == "ingest_landing_files"
 
 
 def test_two_ticks_with_the_database_down_skip_nothing(tmp_path, dead_database):
@@ -46,10 +73,7 @@ def test_two_ticks_with_the_database_down_skip_nothing(tmp_path, dead_database):
         first = landing_zone_sensor(dg.build_sensor_context(
             instance=instance, resources=resources, definitions=defs))
         assert isinstance(first, dg.SensorResult)
-        assert [r.partition_key for r in first.run_requests] == [
-            partition_key("EUR_USD", g) for g in GRANULARITIES]
-        assert [r.run_config for r in first.run_requests] == [
-            {"ops": {"new_resistance_events": {"config": {"files": [str(eur)]}}}}] * 4
+        first_run = _one_run(first, [eur], {eur: _keys("EUR_USD")})
         assert json.loads(first.cursor) == {str(eur): signature(eur)}
         (add,) = first.dynamic_partitions_requests
         assert list(add.partition_keys) == ["EUR_USD"]
@@ -61,16 +85,12 @@ def test_two_ticks_with_the_database_down_skip_nothing(tmp_path, dead_database):
         gbp = gbp.rename(landing / gbp.name)
         second = landing_zone_sensor(dg.build_sensor_context(
             instance=instance, resources=resources, definitions=defs, cursor=first.cursor))
-        assert [r.partition_key for r in second.run_requests] == [
-            partition_key("GBP_USD", g) for g in GRANULARITIES]
-        assert [r.run_config for r in second.run_requests] == [
-            {"ops": {"new_resistance_events": {"config": {"files": [str(gbp)]}}}}] * 4
+        second_run = _one_run(second, [gbp], {gbp: _keys("GBP_USD")})
         assert json.loads(second.cursor) == {str(eur): signature(eur),
                                              str(gbp): signature(gbp)}
         (add,) = second.dynamic_partitions_requests
         assert list(add.partition_keys) == ["GBP_USD"]
-        assert not {r.run_key for r in first.run_requests} & {r.run_key
-                                                              for r in second.run_requests}
+        assert first_run.run_key != second_run.run_key
 
         # and a third tick with nothing new skips, still without a database
         third = landing_zone_sensor(dg.build_sensor_context(
@@ -85,14 +105,23 @@ def test_a_rewritten_file_is_requested_again_under_a_new_run_key(tmp_path, dead_
     with dg.instance_for_test() as instance:
         first = landing_zone_sensor(dg.build_sensor_context(
             instance=instance, resources=resources, definitions=defs))
+        first_run = _one_run(first, [eur], {eur: _keys("EUR_USD")})
         instance.add_dynamic_partitions("instruments", ["EUR_USD"])
         with eur.open("a") as f:  # one more copy of the last row: a new signature
             f.write(eur.read_text().splitlines()[-1] + "\n")
         second = landing_zone_sensor(dg.build_sensor_context(
             instance=instance, resources=resources, definitions=defs, cursor=first.cursor))
-        assert [r.partition_key for r in second.run_requests] == [
-            r.partition_key for r in first.run_requests]
-        assert not {r.run_key for r in first.run_requests} & {r.run_key
-                                                              for r in second.run_requests}
+        again = _one_run(second, [eur], {eur: _keys("EUR_USD")})
+        assert again.run_key != first_run.run_key
         assert second.dynamic_partitions_requests == []
         assert json.loads(second.cursor) == {str(eur): signature(eur)}
+
+
+def test_the_files_tag_fits_and_says_how_many_it_leaves_out():
+    from sr_platform.events.sensors import TAG_CHARS, files_tag
+
+    assert files_tag(["a.csv", "b.csv"]) == "a.csv,b.csv"
+    names = [f"events_{i:02d}.csv" for i in range(28)]  # 13 characters each
+    tag = files_tag(names)
+    assert len(tag) <= TAG_CHARS
+    assert tag == ",".join(names[:13]) + ",+15 more"  # 190 characters; one more: 204

@@ -35,9 +35,23 @@ EVENTS_FRESHNESS = dg.FreshnessPolicy.cron(
 
 OUTAGE_RETRIES, OUTAGE_RETRY_SECONDS = 3, 30
 
+# the events asset's checks (also reported by the ingest_landing_files run, events/ingest.py)
+CHECK_COUNTS = "loaded_equals_source_minus_rejected"
+CHECK_CATCH_ALL = "no_rows_in_catch_all_partitions"
+CHECK_REBOUND = "rebound_in_atr_matches_rebound_over_atr"
+CHECK_REJECTED = "source_files_had_no_rejected_rows"
+# a row whose stored rebound in ATR is not its rebound over its ATR; stored values are rounded
+# to 6 dp: allow for the rounding of all three
+REBOUND_MISMATCH = sql.SQL(
+    "abs(new_resistance_negative_rebound_in_atr - new_resistance_negative_rebound / "
+    "atr_at_event) > 0.000001 + 0.000001 * (1 + abs(new_resistance_negative_rebound / "
+    "atr_at_event)) / atr_at_event")
+
 
 class LoadConfig(dg.Config):
-    files: list[str] = []  # from the sensor; empty (backfills): every file in the landing zone
+    # empty (backfills, the UI): every file in the landing zone; else only these files (the
+    # landing sensor's runs load whole files instead: events/ingest.py)
+    files: list[str] = []
 
 
 def _leaf_stats(url: str, table: str, pair: tuple[str, str]) -> tuple[int, int]:
@@ -58,11 +72,8 @@ def _leaf_stats(url: str, table: str, pair: tuple[str, str]) -> tuple[int, int]:
                 "of the landing files, validated and loaded exactly once; bad rows go to "
                 "rejected_events.",
     check_specs=[
-        dg.AssetCheckSpec("loaded_equals_source_minus_rejected", asset="new_resistance_events"),
-        dg.AssetCheckSpec("no_rows_in_catch_all_partitions", asset="new_resistance_events"),
-        dg.AssetCheckSpec("rebound_in_atr_matches_rebound_over_atr",
-                          asset="new_resistance_events"),
-        dg.AssetCheckSpec("source_files_had_no_rejected_rows", asset="new_resistance_events"),
+        dg.AssetCheckSpec(name, asset="new_resistance_events")
+        for name in (CHECK_COUNTS, CHECK_CATCH_ALL, CHECK_REBOUND, CHECK_REJECTED)
     ],
 )
 def new_resistance_events(context: dg.AssetExecutionContext, config: LoadConfig,
@@ -103,12 +114,8 @@ def new_resistance_events(context: dg.AssetExecutionContext, config: LoadConfig,
         present = conn.execute(sql.SQL(
             "SELECT count(*) FROM {} WHERE original_event_id = ANY(%s::uuid[])").format(leaf),
             (list(ids),)).fetchone()[0]
-        mismatched = conn.execute(sql.SQL(
-            # stored values are rounded to 6 dp: allow for the rounding of all three
-            "SELECT count(*) FROM {} WHERE abs(new_resistance_negative_rebound_in_atr "
-            "- new_resistance_negative_rebound / atr_at_event) > 0.000001 "
-            "+ 0.000001 * (1 + abs(new_resistance_negative_rebound / atr_at_event)) "
-            "/ atr_at_event").format(leaf)).fetchone()[0]
+        mismatched = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
+            leaf, REBOUND_MISMATCH)).fetchone()[0]
     return dg.MaterializeResult(
         metadata={
             "rows_read": read, "rows_loaded": loaded, "rows_duplicate": dupes,
@@ -120,18 +127,18 @@ def new_resistance_events(context: dg.AssetExecutionContext, config: LoadConfig,
             # like with like: the distinct good ids of the sources against those in the
             # table. The same event in two files (a re-sent or copied file) is one row, so
             # the row counts of the files (read - rejected) may exceed it without any loss.
-            dg.AssetCheckResult(check_name="loaded_equals_source_minus_rejected",
+            dg.AssetCheckResult(check_name=CHECK_COUNTS,
                                 passed=present == len(ids),
                                 metadata={"source_rows": read, "rejected": rejected,
                                           "source_distinct_good_ids": len(ids),
                                           "in_table": present}),
-            dg.AssetCheckResult(check_name="no_rows_in_catch_all_partitions",
+            dg.AssetCheckResult(check_name=CHECK_CATCH_ALL,
                                 passed=catch_all == (0, 0),
                                 metadata={"default_partitions": catch_all[0],
                                           "rows_in_null_guards": catch_all[1]}),
-            dg.AssetCheckResult(check_name="rebound_in_atr_matches_rebound_over_atr",
+            dg.AssetCheckResult(check_name=CHECK_REBOUND,
                                 passed=mismatched == 0, metadata={"mismatched_rows": mismatched}),
-            dg.AssetCheckResult(check_name="source_files_had_no_rejected_rows",
+            dg.AssetCheckResult(check_name=CHECK_REJECTED,
                                 passed=not rejected_files,
                                 severity=dg.AssetCheckSeverity.WARN,
                                 metadata={"rejected_rows_by_file": rejected_files,
