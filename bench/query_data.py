@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 
@@ -57,11 +57,13 @@ def rows_of(granularity: str, years: float, rows_per_year: int, instruments: int
 
 
 def _fill_leaf(admin: str, pair: tuple[str, str], years: float, rows_per_year: int,
-               instruments: int, seed: float) -> int:
+               instruments: int, seed: float, offset_years: float) -> int:
     name, g = pair
     inst = next(i for i in INSTRUMENTS if i.name == name)
     n = rows_of(g, years, rows_per_year, instruments)
-    span = years * 365.25 * 86400
+    step = max(1, int(years * 365.25 * 86400 / n))  # whole seconds, evenly spaced
+    first = datetime.fromtimestamp(END.timestamp() - (offset_years + years) * 365.25 * 86400,
+                                   UTC).replace(microsecond=0)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")
         conn.execute("SELECT setseed(%s)", (seed,))
@@ -69,22 +71,24 @@ def _fill_leaf(admin: str, pair: tuple[str, str], years: float, rows_per_year: i
             psycopg.sql.SQL(FILL).format(leaf=psycopg.sql.Identifier(
                 leaf_name("new_resistance_events", pair))),
             {"g": g, "i": name, "level": inst.level, "vol": inst.daily_vol,
-             "period": max(n / 40, 1.0),
-             "start": datetime.fromtimestamp(END.timestamp() - span, UTC),
-             "step": f"{span / n:.6f} seconds", "rows": n})
-        # levels and registry for the leaf, set-wise (the triggers and FKs were off)
+             "period": max(n / 40, 1.0), "start": first, "step": f"{step} seconds", "rows": n})
+        # the leaf's levels, set-wise (the triggers and FKs were off)
         conn.execute(psycopg.sql.SQL(
             "INSERT INTO {lv} (original_event_id, event_type, instrument, granularity, "
             "event_creation_date) SELECT original_event_id, event_type, instrument, "
-            "granularity, event_creation_date FROM {ev}").format(
+            "granularity, event_creation_date FROM {ev} WHERE event_creation_date >= %s "
+            "AND event_creation_date < %s").format(
             lv=psycopg.sql.Identifier(leaf_name("support_and_resistance_master", pair)),
-            ev=psycopg.sql.Identifier(leaf_name("new_resistance_events", pair))))
+            ev=psycopg.sql.Identifier(leaf_name("new_resistance_events", pair))),
+            (first, first + timedelta(seconds=step * n)))
     return n
 
 
 def fill(url: str, years: float = 1.0, rows_per_year: int = ROWS_PER_YEAR,
-         instruments: int = 28, jobs: int = 2, log=print) -> dict:
-    """Create the 28 x 4 leaves and fill them; returns rows and seconds per phase."""
+         instruments: int = 28, jobs: int = 2, offset_years: float = 0.0, log=print) -> dict:
+    """Create the 28 x 4 leaves and fill `years` ending `offset_years` before END (a second
+    call with offset_years=1, years=4 grows a 1-year database to 5 years at the same density,
+    older rows only, so the same queries compare); returns rows and seconds per phase."""
     t0 = time.perf_counter()
     todo = pairs(instruments)
     with db.connect(url, role=db.WRITER_ROLE, autocommit=True) as conn:
@@ -96,14 +100,16 @@ def fill(url: str, years: float = 1.0, rows_per_year: int = ROWS_PER_YEAR,
     todo.sort(key=lambda p: -GRANULARITY_WEIGHT[p[1]])
     with ThreadPoolExecutor(jobs) as pool:
         rows = sum(pool.map(lambda ip: _fill_leaf(admin, ip[1], years, rows_per_year,
-                                                  instruments, (ip[0] % 100) / 100),
+                                                  instruments, (ip[0] % 100) / 100 + offset_years
+                                                  / 100, offset_years),
                             enumerate(todo)))
     t2 = time.perf_counter()
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")
         conn.execute("INSERT INTO event_id_registry SELECT original_event_id, instrument, "
-                     "granularity, event_creation_date FROM new_resistance_events "
-                     "ORDER BY original_event_id")
+                     "granularity, event_creation_date FROM new_resistance_events e "
+                     "WHERE NOT EXISTS (SELECT FROM event_id_registry r WHERE "
+                     "r.original_event_id = e.original_event_id) ORDER BY original_event_id")
         t3 = time.perf_counter()
         conn.execute("VACUUM ANALYZE")
     t4 = time.perf_counter()
@@ -120,7 +126,7 @@ def add_empty_pairs(url: str, total_pairs: int) -> int:
     (the pruning measurement at 500 pairs)."""
     with db.connect(url, role=db.WRITER_ROLE, autocommit=True) as conn:
         have = conn.execute("SELECT count(*) FROM pg_inherits i JOIN pg_class c ON "
-                            "c.oid = i.inhrelid WHERE c.relname ~ "
+                            "c.oid = i.inhrelid WHERE c.relkind = 'r' AND c.relname ~ "
                             "'^new_resistance_events_(w|d|h4|h1)_[a-z0-9]'").fetchone()[0]
         k = 0
         while have < total_pairs:
@@ -134,3 +140,16 @@ def add_empty_pairs(url: str, total_pairs: int) -> int:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute("ANALYZE new_resistance_events")
     return have
+
+
+def drop_extra_pairs(url: str) -> int:
+    """Drop the leaves add_empty_pairs made (levels first: their FK references the events)."""
+    admin = db.libpq_url(db.role_url(url, db.ADMIN_ROLE))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        names = [r[0] for r in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid "
+            "WHERE c.relkind = 'r' AND c.relname ~ '_zz[0-9]{3}_usd$' "
+            "ORDER BY c.relname ~ '^new_resistance_events'")]
+        for n in names:
+            conn.execute(psycopg.sql.SQL("DROP TABLE {}").format(psycopg.sql.Identifier(n)))
+    return len(names)
