@@ -66,7 +66,9 @@ def markdown(res: dict) -> str:
     lines = [f"# `make bench` report ({env['started']} UTC)", "",
              f"Command: `{env['command']}`; {env['cpus']} CPUs, PostgreSQL "
              f"{env['postgres']}, Python {env['python']}; load average at start "
-             f"{env['loadavg']}; total {env['seconds']:.0f} s. Every comparison ran in this one "
+             f"{env['loadavg']}, at the end {env.get('loadavg_end', '?')} (other work on the "
+             f"machine inflates every figure; compare within a table); total "
+             f"{env['seconds']:.0f} s. Every comparison ran in this one "
              "process against the same server; figures are medians over repeats with the "
              "spread [min-max] of the repeats.", "",
              "## Goals", "", "| goal | measured | target | verdict |", "| --- | --- | --- | --- |"]

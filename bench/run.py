@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         res["writers"] = writers_bench.run(args.writer_rows, procs, args.repeats, log=log)
 
     res["environment"]["seconds"] = time.perf_counter() - t0
+    res["environment"]["loadavg_end"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     md, js = report.write(res, args.out, args.name)
     log("\n" + md.read_text())
     log(f"wrote {md}, {js} and {len(res['charts'])} chart(s)")
