@@ -36,7 +36,7 @@ def test_bench_run_writes_the_report(tmp_path):
     assert q["size"] == "1y" and q["events"] > 0
     goal_queries = {r["query"].split(" (")[0] for r in q["queries"] if r["goal"]}
     assert {"latest 1,000 of a pair", "one instrument, one month",
-            "single-row insert (sr_writer, autocommit)"} <= goal_queries
+            "single-row insert", "price band +-0.0002 of a pair"} <= goal_queries
     assert any("row range into a DataFrame" in g for g in goal_queries)
     assert all(r["met"] in (True, False) for r in q["queries"] if r["goal"])
     assert [r["pairs"] for r in q["pruning"]] == [112, 112, 120, 120]
