@@ -1,0 +1,129 @@
+"""`make bench`: issue 7's benchmarks in one process against one server, one report.
+
+    .venv/bin/python bench/run.py [--size 1|5] [--rows 400000] [--quick]
+                                  [--only load,queries,writers]
+
+Prints the tables and writes bench/results/latest.md, latest.json and one PNG per comparison
+(matplotlib, the `bench` extra; without it no charts). Sections:
+- load (bench/load_adapter.py, which calls bench/load_bench.py): the baselines (psql \\copy into
+  the flat indexed table, \\copy events + levels, pandas to_sql(method='multi'), psycopg
+  executemany) and the loader on new partitions, existing partitions, a reload, small files;
+- queries (bench/query_bench.py, goal 5) at 1 y (~5M events, generated straight into the
+  leaves) and, with --size 5, at 5x (the same database grown to 5 years);
+- writers (bench/writers_bench.py, goal 6): 1, 2, 4 loader processes on overlapping files,
+  zero lost / duplicated rows asserted.
+Each goal is marked met or missed against its target. The default run takes about 20-25
+minutes on 2 cores; --size 5 adds the 5x data (about 20M more rows) and its queries.
+--quick (with e.g. --rows 2000) is a smoke run of every section at a tiny size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import load_adapter  # noqa: E402
+import query_bench  # noqa: E402
+import query_data  # noqa: E402
+import report  # noqa: E402
+import writers_bench  # noqa: E402
+from common import new_database  # noqa: E402
+
+from sr_platform.core import db  # noqa: E402
+
+SECTIONS = ("load", "queries", "writers")
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", type=int, default=int(os.environ.get("SIZE") or 1),
+                    help="1: queries at 1 y (~5M events); 5: also at 5x (~25M)")
+    ap.add_argument("--rows", type=int, default=400_000, help="rows of the load comparison")
+    ap.add_argument("--query-rows-per-year", type=int, default=query_data.ROWS_PER_YEAR)
+    ap.add_argument("--writer-rows", type=int, default=150_000)
+    ap.add_argument("--repeats", type=int, default=2, help="repeats of loads and writer runs")
+    ap.add_argument("--query-repeat", type=int, default=100, help="calls per query round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per query")
+    ap.add_argument("--pruning-pairs", type=int, default=500)
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny sizes and repeats (a smoke run; figures mean nothing)")
+    ap.add_argument("--only", default=",".join(SECTIONS))
+    ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--name", default="latest")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.query_rows_per_year = max(20 * args.rows, 20_000)
+        args.writer_rows = min(args.writer_rows, max(args.rows, 2_000))
+        args.repeats, args.query_repeat, args.rounds = 1, 5, 2
+        args.pruning_pairs = min(args.pruning_pairs, 120)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    bad = set(only) - set(SECTIONS)
+    if bad:
+        ap.error(f"--only: unknown section(s) {sorted(bad)}; choose from {SECTIONS}")
+
+    t0 = time.perf_counter()
+    server = db.database_url("postgres", role=db.ADMIN_ROLE)
+    with db.connect(server) as c:
+        version = c.execute("SHOW server_version").fetchone()[0]
+    res: dict = {"environment": {
+        "started": f"{datetime.now(UTC):%Y-%m-%d %H:%M}", "postgres": version,
+        "python": platform.python_version(), "cpus": os.cpu_count(),
+        "loadavg": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "command": "bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "args": {k: str(v) for k, v in vars(args).items()}}}
+
+    if "load" in only:
+        log(f"== load: {args.rows:,} rows, {args.repeats} repeat(s)")
+        res["load"] = load_adapter.run(args.rows, repeats=args.repeats,
+                                       small_files=not args.quick, log=log)
+        for m in res["load"]["methods"]:
+            log(f"  {m['name']:<66} {m['rows_per_s']:>10,.0f} rows/s")
+    if "queries" in only:
+        res["queries"] = []
+        srv, name, url = new_database("srbench_q")
+        try:
+            log(f"== queries at 1 y ({args.query_rows_per_year:,} events a year)")
+            fill = query_data.fill(url, years=1, rows_per_year=args.query_rows_per_year, log=log)
+            q = query_bench.run(url, args.query_repeat, args.rounds, "1y", log=log,
+                                pruning_pairs=args.pruning_pairs)
+            q["fill"] = fill
+            res["queries"].append(q)
+            if args.size > 1:
+                log(f"== queries at {args.size}x: growing the data to {args.size} years")
+                fill = query_data.fill(url, years=args.size - 1, offset_years=1,
+                                       rows_per_year=args.query_rows_per_year, log=log)
+                q = query_bench.run(url, args.query_repeat, args.rounds, f"{args.size}x",
+                                    log=log, pruning_pairs=args.pruning_pairs)
+                q["fill"] = fill
+                res["queries"].append(q)
+        finally:
+            db.drop_database(srv, name)
+    if "writers" in only:
+        procs = (1, 2) if args.quick else (1, 2, 4)
+        log(f"== concurrent writers: {procs} processes, {args.writer_rows:,} rows")
+        res["writers"] = writers_bench.run(args.writer_rows, procs, args.repeats, log=log)
+
+    res["environment"]["seconds"] = time.perf_counter() - t0
+    res["environment"]["loadavg_end"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    md, js = report.write(res, args.out, args.name)
+    log("\n" + md.read_text())
+    log(f"wrote {md}, {js} and {len(res['charts'])} chart(s)")
+    writers_ok = res.get("writers", {}).get("ok", True)
+    return 0 if writers_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
