@@ -150,6 +150,27 @@ def run_to_sql(url: str, files: list[Path], rows: int) -> dict:
     return figure(len(frame), secs, lat)
 
 
+def run_executemany(url: str, files: list[Path], rows: int) -> dict:
+    """psycopg executemany of single-row INSERTs (pipelined by psycopg 3) into a flat table."""
+    frame = pd.concat([pd.read_csv(f, dtype=str, keep_default_na=False) for f in files])[:rows]
+    cols = list(frame.columns)
+    data = [tuple(None if v == "" else v for v in r) for r in frame.itertuples(index=False)]
+    query = (f"INSERT INTO events_plain_em ({', '.join(cols)}) "
+             f"VALUES ({', '.join(['%s'] * len(cols))})")
+    lat = []
+    with db.connect(url) as conn:
+        conn.execute("CREATE TABLE events_plain_em (LIKE events_plain INCLUDING ALL)")
+        t0 = time.perf_counter()
+        with conn.cursor() as cur:
+            for start in range(0, len(data), 1000):
+                t = time.perf_counter()
+                cur.executemany(query, data[start:start + 1000])
+                lat.append(time.perf_counter() - t)
+        conn.commit()
+        secs = time.perf_counter() - t0
+    return figure(len(data), secs, lat)
+
+
 def fresh_database(server: str) -> tuple[str, str]:
     name = f"srbench_{uuid.uuid4().hex[:8]}"
     db.ensure_database(server, name)
@@ -206,7 +227,7 @@ def make_batches(tmp: Path, rows: int, seed: int) -> tuple[list[Path], list[Path
 
 
 def run(rows: int = 1_000_000, seed: int = 7, to_sql_rows: int = 0, small: bool = True,
-        server: str | None = None) -> dict:
+        server: str | None = None, executemany_rows: int = 0) -> dict:
     """Every figure of the report as a dict (rows/s, seconds, p50/p95/p99 per file, ratios,
     the loader's phases, goals met or missed). `server`: an admin URL of the server (default:
     the project's local cluster)."""
@@ -240,6 +261,8 @@ def run(rows: int = 1_000_000, seed: int = 7, to_sql_rows: int = 0, small: bool 
         out["registry_rows"] = scalar(url, "SELECT count(*) FROM event_id_registry")
         if to_sql_rows:
             out["to_sql"] = run_to_sql(url, batch_a, to_sql_rows)
+        if executemany_rows:
+            out["executemany"] = run_executemany(url, batch_a, executemany_rows)
     finally:
         db.drop_database(server, name)
     try:
@@ -280,6 +303,7 @@ def print_report(out: dict) -> None:
         ("loader B: existing partitions (steady)", "loader_existing"),
         ("loader A again: reload, all duplicates", "loader_reload"),
         ("pandas to_sql(method='multi'), events only", "to_sql"),
+        ("psycopg executemany, events only", "executemany"),
     ]
     for label, key in rows:
         if key not in out:
@@ -317,10 +341,12 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--to-sql-rows", type=int, default=0)
+    ap.add_argument("--executemany-rows", type=int, default=0)
     ap.add_argument("--no-sample", action="store_true", help="skip the small-files sample")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
-    out = run(args.rows, args.seed, args.to_sql_rows, small=not args.no_sample)
+    out = run(args.rows, args.seed, args.to_sql_rows, small=not args.no_sample,
+              executemany_rows=args.executemany_rows)
     print_report(out)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1, default=str))

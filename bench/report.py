@@ -78,14 +78,19 @@ def markdown(res: dict) -> str:
     if load:
         lines += ["", "## Load", "", f"Source: {load.get('source', '')}; "
                   f"{load.get('rows', 0):,} rows in {load.get('files', '?')} files.", "",
-                  "| method | rows | rows/s (median) | spread | vs `\\copy` |",
-                  "| --- | --- | --- | --- | --- |"]
+                  "| method | rows | rows/s (median) | spread | p50 / p95 / p99 ms per file | "
+                  "vs `\\copy` |",
+                  "| --- | --- | --- | --- | --- | --- |"]
         base = next((m["rows_per_s"] for m in load["methods"] if "copy" in m["name"]), None)
         for m in load["methods"]:
             sp = m.get("spread")
             lines.append(f"| {m['name']} | {m.get('rows', 0):,} | {_f(m['rows_per_s'], 0)} | "
                          + (f"{_f(sp[0], 0)}-{_f(sp[1], 0)}" if sp else "") + " | "
-                         + (f"{m['rows_per_s'] / base:.2f}x" if base else "") + " |")
+                         + (" / ".join(_f(m[p], 0) for p in ("p50_ms", "p95_ms", "p99_ms"))
+                            if "p50_ms" in m else "") + " | "
+                         # per repeat against the same repeat's \copy, then the median
+                         + (f"{m['vs_copy']:.2f}x" if "vs_copy" in m
+                            else f"{m['rows_per_s'] / base:.2f}x" if base else "") + " |")
         for scenario, phases in (load.get("phases") or {}).items():
             lines.append("")
             lines.append(f"Loader phases, {scenario} (s): " + ", ".join(
@@ -94,7 +99,9 @@ def markdown(res: dict) -> str:
             s = load["small_files"]
             lines += ["", f"Small files: {s['rows']:,} rows in {s['files']} files into an empty "
                       f"database in {s['value']:.2f} s [{s['spread'][0]:.2f}-"
-                      f"{s['spread'][1]:.2f}]."]
+                      f"{s['spread'][1]:.2f}] through `sr-platform load` (process start "
+                      "included)" + (f", {s['in_process_s']:.2f} s inside one process"
+                                     if "in_process_s" in s else "") + "."]
     for q in res.get("queries", []):
         lines += ["", f"## Queries at {q['size']} ({q['events']:,} events)", "",
                   f"Data: {q.get('fill', {}).get('rows', 0):,} rows generated in "
