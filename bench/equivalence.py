@@ -225,7 +225,10 @@ def main() -> None:
     ap.add_argument("--big", type=Path)
     ap.add_argument("--out", type=Path, default=Path("/tmp/sr-equivalence"))
     ap.add_argument("--rev", default="main")
+    ap.add_argument("--read-bytes", type=int, help="cut files into pieces this small")
     args = ap.parse_args()
+    if args.read_bytes:
+        new_ef.READ_BYTES = args.read_bytes
     old = _baseline.load(args.rev)
     new = (new_ef, new_va)
     ok = True

@@ -432,7 +432,8 @@ def _parse_iso(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     g = raw[start[:, None] + np.arange(19)].astype(np.int64) - 48
     year = g[:, 0] * 1000 + g[:, 1] * 100 + g[:, 2] * 10 + g[:, 3]
     month, day = g[:, 5] * 10 + g[:, 6], g[:, 8] * 10 + g[:, 9]
-    hour, minute, second = g[:, 11] * 10 + g[:, 12], g[:, 14] * 10 + g[:, 15], g[:, 17] * 10 + g[:, 18]
+    hour, minute = g[:, 11] * 10 + g[:, 12], g[:, 14] * 10 + g[:, 15]
+    second = g[:, 17] * 10 + g[:, 18]
     zulu = raw[end - 1] == ord("Z")
     digits = np.maximum(end - start - 19 - np.where(zulu, 1, 6) - 1, 0)
     k = np.arange(6)
