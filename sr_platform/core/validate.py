@@ -372,6 +372,7 @@ REQUIRED_TEXT = ("event_creation_date", "granularity", "instrument", *[
     name for name, (required, _) in NUMERIC.items() if required])
 _HEX_PAIRS = np.array([ord(f"{i:02x}"[0]) | ord(f"{i:02x}"[1]) << 8 for i in range(256)],
                       dtype="<u2")
+_SHA1_DIGEST = type(hashlib.sha1()).digest
 _SMALL_INTS = pa.array([str(i) for i in range(24)], pa.string())
 
 
@@ -478,10 +479,9 @@ def _iso_text(us: np.ndarray) -> pa.Array:
 
 def _uuid5_arrow(names: pa.Array) -> pa.Array:
     """_uuid5_many, with only the SHA-1 per row in Python."""
-    prefix = EVENT_ID_NAMESPACE.bytes
-    sha1 = hashlib.sha1
-    digests = b"".join([sha1(prefix + name).digest()
-                        for name in names.cast(pa.binary()).to_pylist()])
+    prefixed = pc.binary_join_element_wise(pa.scalar(EVENT_ID_NAMESPACE.bytes, pa.binary()),
+                                           names.cast(pa.binary()), b"")
+    digests = b"".join(map(_SHA1_DIGEST, map(hashlib.sha1, prefixed.to_pylist())))
     h = np.frombuffer(digests, np.uint8).reshape(-1, 20)[:, :16].copy()
     h[:, 6] = (h[:, 6] & 0x0F) | 0x50
     h[:, 8] = (h[:, 8] & 0x3F) | 0x80
@@ -629,8 +629,10 @@ def validate(raw: RawEvents, assume_tz: str | None = None) -> Validated:
                 position = np.concatenate([rows, np.flatnonzero(rest)[
                     f.index[rest].get_indexer(good.index) if len(good) else []]])
                 good = pd.concat([fast_good, good]).iloc[np.argsort(position, kind="stable")]
-    good, duplicates = _in_file_duplicates(good, f)
-    rejected += duplicates
+    ids = _arrow_text(good["original_event_id"])
+    if ids is None or pc.count_distinct(ids).as_py() < len(ids):
+        good, duplicates = _in_file_duplicates(good, f)
+        rejected += duplicates
     for line, rec, reason in raw.malformed:
         rejected.append(Rejected(line, rec, [f"csv: {reason}"], ["csv field count"]))
     rejected.sort(key=lambda r: r.line)
