@@ -19,11 +19,14 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from itertools import chain, islice
+from itertools import chain
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .keys import GRANULARITIES, INSTRUMENT_RE, Pair
@@ -38,6 +41,8 @@ SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CHUNK_ROWS = 100_000  # default records per chunk (the loader passes its own)
 KEY_COLUMNS = ["instrument", "granularity"]
+READ_BYTES = 1 << 22  # bytes read at a time when cutting a file into blocks of lines
+ARROW_THREADS = False  # pyarrow's CSV parser on one core: the other one runs PostgreSQL
 _INSTRUMENT = re.compile(INSTRUMENT_RE)
 
 
@@ -127,6 +132,69 @@ class _Utf8Check:
             raise UnicodeDecodeError("utf-8", data[:1], 0, 1, "NUL byte")
         self.seen += len(data)
         self.decoder.decode(data, final=not data)
+
+
+class _LineBlocks:
+    """A text stream cut into blocks of `rows` physical lines (b"\n"-terminated, as iterating
+    the stream counts them; the last block may be shorter and unterminated), read in big
+    pieces. `rest()` gives the lines after the last block handed out."""
+
+    def __init__(self, fh: BinaryIO, rows: int) -> None:
+        self.fh, self.rows = fh, rows
+        self.piece, self.ends, self.at = b"", np.zeros(0, np.int64), 0  # unread: piece[at:]
+        self.used = 0  # newlines of `ends` consumed
+
+    def __iter__(self) -> Iterator[tuple[bytes, int]]:
+        parts: list[bytes] = []
+        lines = 0  # complete lines in parts
+        while True:
+            if self.used == len(self.ends):
+                parts.append(self.piece[self.at:])
+                self.piece = self.fh.read(READ_BYTES)
+                if not self.piece:
+                    tail = b"".join(parts)
+                    if tail:
+                        yield tail, lines + (not tail.endswith(b"\n"))
+                    return
+                self.at, self.used = 0, 0
+                self.ends = np.flatnonzero(np.frombuffer(self.piece, np.uint8) == 10)
+            take = min(self.rows - lines, len(self.ends) - self.used)
+            self.used += take
+            lines += take
+            if lines == self.rows:
+                end = int(self.ends[self.used - 1]) + 1
+                parts.append(self.piece[self.at:end])
+                self.at = end
+                yield b"".join(parts), lines
+                parts, lines = [], 0
+
+    def rest(self) -> Iterator[bytes]:
+        """The lines after the blocks handed out (call instead of iterating further)."""
+        head = self.piece[self.at:]
+        if head and not head.endswith(b"\n"):
+            head += self.fh.readline()
+        self.piece, self.at = b"", 0
+        return chain(io.BytesIO(head), self.fh)
+
+
+def _plain_block(data: bytes) -> bool:
+    """Text the pyarrow path reads exactly as the csv module would: no quotes, no carriage
+    return but in CRLF, no NUL, no byte order mark at the start."""
+    return (b'"' not in data and b"\x00" not in data and not data.startswith(b"\xef\xbb\xbf")
+            and data.count(b"\r") == data.count(b"\r\n"))
+
+
+def _record_offsets(data: bytes) -> np.ndarray:
+    """Offsets (0-based physical line numbers in the block) of the lines that are not blank
+    ('' or a lone CR before the newline)."""
+    buf = np.frombuffer(data, np.uint8)
+    nl = np.flatnonzero(buf == 10)
+    ends = nl if data.endswith(b"\n") or not data else np.append(nl, len(data))
+    starts = np.concatenate([[0], nl + 1])[:len(ends)]
+    length = ends - starts
+    first = buf[np.minimum(starts, max(len(buf) - 1, 0))] if len(buf) else starts
+    blank = (length == 0) | ((length == 1) & (first == 13))
+    return np.flatnonzero(~blank)
 
 
 class EventFile:
@@ -236,31 +304,59 @@ class EventFile:
 
     def _csv_chunks(self, rows: int, keep: list[str], see_raw, see_text
                     ) -> Iterator[RawEvents]:
-        """Blocks of `rows` physical lines go through pandas' C parser when the block proves
-        safe (_fast_block); from the first block with a quote on, the csv module reads the rest
+        """Blocks of `rows` physical lines go through pyarrow's CSV parser when the block is
+        plain text (_arrow_block), else through pandas' C parser when the block proves safe
+        (_fast_block); from the first block with a quote on, the csv module reads the rest
         record by record (a quoted field may run across block boundaries)."""
         with ExitStack() as stack:
             fh = self._open(stack, see_raw, see_text)
             fh.readline()  # the header, already checked
-            lines = iter(fh)
+            blocks = _LineBlocks(fh, rows)
             lineno = 2  # physical line number of the next line
-            while True:
-                block = list(islice(lines, rows))
-                if not block:
-                    break
-                data = b"".join(block)
+            for data, count in blocks:
                 if b'"' in data:
-                    yield from self._exact(chain(block, lines), lineno, rows, keep)
+                    yield from self._exact(chain(io.BytesIO(data), blocks.rest()), lineno,
+                                           rows, keep)
                     break
-                frame = self._fast_block(data, block, lineno, keep)
+                frame = self._arrow_block(data, lineno, keep)
+                if frame is None:
+                    block = io.BytesIO(data).readlines()
+                    frame = self._fast_block(data, block, lineno, keep)
                 if frame is not None:
                     yield self._raw(frame, [])
                 else:
                     yield from self._exact(iter(block), lineno, rows, keep)
-                lineno += len(block)
+                lineno += count
             if see_raw or see_text:  # pass every byte through the taps
                 for _ in iter(lambda: fh.read(1 << 20), b""):
                     pass
+
+    def _arrow(self, data: bytes, columns: list[str]) -> pa.Table:
+        return pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(column_names=self.columns, use_threads=ARROW_THREADS,
+                                           block_size=max(1 << 20, len(data) // 8)),
+            parse_options=pacsv.ParseOptions(quote_char=False, ignore_empty_lines=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(self.columns, pa.string()), include_columns=columns,
+                strings_can_be_null=False, check_utf8=True))
+
+    def _arrow_block(self, data: bytes, lineno: int, keep: list[str]) -> pd.DataFrame | None:
+        """pyarrow's parser on a plain block (_plain_block) whose every non-blank line is one
+        record of the header's field count, else None."""
+        if not _plain_block(data):
+            return None
+        try:
+            table = self._arrow(data, keep)
+        except (pa.ArrowInvalid, ValueError):
+            return None
+        records = _record_offsets(data)
+        if len(records) != table.num_rows or (
+                data.count(b",") != (len(self.columns) - 1) * table.num_rows):
+            return None
+        frame = table.to_pandas()
+        frame["_line"] = records + lineno
+        return frame
 
     def _fast_block(self, data: bytes, block: list[bytes], lineno: int, keep: list[str]
                     ) -> pd.DataFrame | None:
@@ -314,6 +410,13 @@ class EventFile:
         return frame
 
 
+def _add_pairs(pairs: set[Pair], keys) -> None:
+    for instrument, granularity in keys:
+        i, g = str(instrument).strip(), str(granularity).strip()
+        if g in GRANULARITIES and _INSTRUMENT.match(i):
+            pairs.add((i, g))
+
+
 def scan(path: Path) -> tuple[EventFile, Scan]:
     """The first pass: check the header, hash the file as stored, refuse non-UTF-8 text, and
     collect the well-formed (instrument, granularity) pairs from those two columns only.
@@ -323,11 +426,7 @@ def scan(path: Path) -> tuple[EventFile, Scan]:
     check = None if f.parquet else _Utf8Check()
     pairs: set[Pair] = set()
     for chunk in f.chunks(columns=KEY_COLUMNS, see_raw=digest.update, see_text=check):
-        keys = chunk.frame[KEY_COLUMNS].drop_duplicates()
-        for instrument, granularity in keys.itertuples(index=False):
-            i, g = str(instrument).strip(), str(granularity).strip()
-            if g in GRANULARITIES and _INSTRUMENT.match(i):
-                pairs.add((i, g))
+        _add_pairs(pairs, chunk.frame[KEY_COLUMNS].drop_duplicates().itertuples(index=False))
     if check:
         try:
             check(b"")

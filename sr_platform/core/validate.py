@@ -1,7 +1,12 @@
 """Vectorised validation of raw event frames: every rule the database enforces, in its terms.
 
 Rows that break a rule are returned with every reason; good rows come back normalised to the
-exact text the loader COPYs (UTC timestamps, ids, derived day/hour). Rules:
+exact text the loader COPYs (UTC timestamps, ids, derived day/hour).
+
+Two paths give the same answer: rows whose every value has a plain, common shape (see _fast)
+are checked and normalised with pyarrow/numpy kernels; every other row, and every row the
+fast path finds breaking a rule, goes through the exact pandas path below, which words the
+reasons. Rules:
 
 - required values present (the table's NOT NULLs); instrument ^[A-Z0-9][A-Z0-9_]{0,9}$;
   granularity in W, D, H4, H1; event_type ^[A-Za-z0-9_]{1,20}$ (default new_resistance)
@@ -23,6 +28,8 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .event_files import RawEvents
 from .keys import GRANULARITIES, INSTRUMENT_RE
@@ -347,18 +354,285 @@ def _in_file_duplicates(good: pd.DataFrame, f: pd.DataFrame
     return good, rejected
 
 
-def validate(raw: RawEvents, assume_tz: str | None = None) -> Validated:
-    """Every rule on every row (the order of the steps is the order of a row's reasons)."""
-    c = _Checks(raw.frame)
+# -- the fast path ---------------------------------------------------------------------------
+# Shapes the fast path decides by itself (RE2, anchored at both ends, ASCII only). Whatever
+# does not match (whitespace to strip, other timestamp spellings, naive times, exponents,
+# more digits or decimals, upper-case or dash-less ids, nulls) is left to the exact path.
+_FAST_TS = (r"^(?:19|20|21)[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+            r"(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})$")
+# at most 15 digits (a double holds them exactly), below 1e9 (far from every DECIMAL bound)
+_FAST_NUMBER = r"^-?[0-9]{1,9}(?:\.[0-9]{1,6})?$"
+_FAST_OPTIONAL_NUMBER = r"^(?:-?[0-9]{1,9}(?:\.[0-9]{1,6})?)?$"
+_FAST_SMALL_INT = r"^(?:[0-9]{1,2})?$"
+_FAST_EVENT_TYPE = r"^(?:[A-Za-z0-9_]{1,20})?$"
+_FAST_UUID = (r"^(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+              r"[0-9a-fA-F]{12})?$")
+_US_PER_DAY = 86_400_000_000
+REQUIRED_TEXT = ("event_creation_date", "granularity", "instrument", *[
+    name for name, (required, _) in NUMERIC.items() if required])
+_HEX_PAIRS = np.array([ord(f"{i:02x}"[0]) | ord(f"{i:02x}"[1]) << 8 for i in range(256)],
+                      dtype="<u2")
+_SHA1_DIGEST = type(hashlib.sha1()).digest
+_SMALL_INTS = pa.array([str(i) for i in range(24)], pa.string())
+
+
+def _arrow_text(s: pd.Series) -> pa.Array | None:
+    """The column as one pyarrow string array when pandas keeps it as Arrow text, else None."""
+    arr = s.array
+    if not isinstance(arr, pd.arrays.ArrowStringArray):
+        return None
+    out = arr.__arrow_array__()
+    if isinstance(out, pa.ChunkedArray):
+        out = out.combine_chunks()
+    return out.cast(pa.string()) if out.type != pa.string() else out
+
+
+def _matches(arr: pa.Array, pattern: str) -> np.ndarray:
+    return pc.match_substring_regex(arr, pattern).fill_null(False).to_numpy(zero_copy_only=False)
+
+
+def _fixed_width(data: np.ndarray) -> pa.Array:
+    """An (n, w) uint8 matrix of ASCII as an n-row string array (no copy)."""
+    n, w = data.shape
+    offsets = np.arange(0, (n + 1) * w, w, dtype=np.int32) if n else np.zeros(1, np.int32)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
+                                                  pa.py_buffer(np.ascontiguousarray(data))])
+
+
+def _buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start, end, bytes) of a string array's values."""
+    _, offsets, data = arr.buffers()
+    offs = np.frombuffer(offsets, np.int32)[arr.offset:arr.offset + len(arr) + 1].astype(np.int64)
+    raw = np.frombuffer(data, np.uint8) if data is not None else np.zeros(1, np.uint8)
+    return offs[:-1], offs[1:], raw
+
+
+def _days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
+    y = y - (m <= 2)
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * ((m + 9) % 12) + 2) // 5 + d - 1
+    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+
+
+def _civil_from_days(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    z = days + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = np.where(mp < 10, mp + 3, mp - 9)
+    return yoe + era * 400 + (m <= 2), m, d
+
+
+def _parse_iso(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(microseconds since the epoch in UTC, valid) for values of the _FAST_TS shape."""
+    start, end, raw = _buffers(arr)
+    g = raw[start[:, None] + np.arange(19)].astype(np.int64) - 48
+    year = g[:, 0] * 1000 + g[:, 1] * 100 + g[:, 2] * 10 + g[:, 3]
+    month, day = g[:, 5] * 10 + g[:, 6], g[:, 8] * 10 + g[:, 9]
+    hour, minute = g[:, 11] * 10 + g[:, 12], g[:, 14] * 10 + g[:, 15]
+    second = g[:, 17] * 10 + g[:, 18]
+    zulu = raw[end - 1] == ord("Z")
+    digits = np.maximum(end - start - 19 - np.where(zulu, 1, 6) - 1, 0)
+    k = np.arange(6)
+    f = raw[np.minimum(start[:, None] + 20 + k, end[:, None] - 1)].astype(np.int64) - 48
+    frac = np.where(k < digits[:, None], f, 0) @ (10 ** (5 - k))
+    oh = (raw[end - 5].astype(np.int64) - 48) * 10 + raw[end - 4] - 48
+    om = (raw[end - 2].astype(np.int64) - 48) * 10 + raw[end - 1] - 48
+    sign = np.where(raw[end - 6] == ord("-"), -1, 1)
+    offset = np.where(zulu, 0, sign * (oh * 60 + om))
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    dim = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])[np.clip(month, 0, 12)]
+    dim = dim + (leap & (month == 2))
+    valid = ((month >= 1) & (month <= 12) & (day >= 1) & (day <= dim) & (hour <= 23)
+             & (minute <= 59) & (second <= 59) & (zulu | ((oh <= 18) & (om <= 59))))
+    seconds = (_days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second
+               - offset * 60)
+    return seconds * 1_000_000 + frac, valid
+
+
+def _iso_text(us: np.ndarray) -> pa.Array:
+    """UTC microseconds as 'YYYY-MM-DDTHH:MM:SS.ffffffZ' (np.datetime_as_string's text)."""
+    days, rem = np.divmod(us, _US_PER_DAY)
+    y, m, d = _civil_from_days(days)
+    seconds, frac = np.divmod(rem, 1_000_000)
+    out = np.empty((len(us), 27), np.uint8)
+    out[:] = np.frombuffer(b"0000-00-00T00:00:00.000000Z", np.uint8)
+
+    def put(col: int, width: int, v: np.ndarray) -> None:
+        for j in range(width - 1, -1, -1):
+            v, digit = np.divmod(v, 10)
+            out[:, col + j] = 48 + digit
+
+    put(0, 4, y)
+    put(5, 2, m)
+    put(8, 2, d)
+    put(11, 2, seconds // 3600)
+    put(14, 2, seconds // 60 % 60)
+    put(17, 2, seconds % 60)
+    put(20, 6, frac)
+    return _fixed_width(out)
+
+
+def _uuid5_arrow(names: pa.Array) -> pa.Array:
+    """_uuid5_many, with only the SHA-1 per row in Python."""
+    prefixed = pc.binary_join_element_wise(pa.scalar(EVENT_ID_NAMESPACE.bytes, pa.binary()),
+                                           names.cast(pa.binary()), b"")
+    digests = b"".join(map(_SHA1_DIGEST, map(hashlib.sha1, prefixed.to_pylist())))
+    h = np.frombuffer(digests, np.uint8).reshape(-1, 20)[:, :16].copy()
+    h[:, 6] = (h[:, 6] & 0x0F) | 0x50
+    h[:, 8] = (h[:, 8] & 0x3F) | 0x80
+    hexed = _HEX_PAIRS[h].view(np.uint8).reshape(-1, 32)
+    out = np.empty((len(h), 36), np.uint8)
+    out[:] = ord("-")
+    for a, b, w in ((0, 0, 8), (9, 8, 4), (14, 12, 4), (19, 16, 4), (24, 20, 12)):
+        out[:, a:a + w] = hexed[:, b:b + w]
+    return _fixed_width(out)
+
+
+def _price_6dp(value: np.ndarray) -> pa.Array:
+    """'{:.6f}' of round(value, 6), for 0 <= value < 1e9."""
+    units = np.rint(value * 1e6).astype(np.int64)
+    whole, frac = np.divmod(units, 1_000_000)
+    return pc.binary_join_element_wise(
+        pc.cast(pa.array(whole), pa.string()),
+        pc.utf8_lpad(pc.cast(pa.array(frac), pa.string()), 6, "0"), ".")
+
+
+def _empty_text(n: int) -> pa.Array:
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(np.zeros(n + 1, np.int32)),
+                                                  pa.py_buffer(b"")])
+
+
+def _fast(f: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame] | None:
+    """(positions of the rows decided good here, their normalised frame), or None when the
+    columns are not all Arrow text (Parquet's typed columns: the exact path does those)."""
+    n = len(f)
+    text: dict[str, pa.Array] = {}
+    for name in COPY_COLUMNS:
+        if name in f.columns:
+            arr = _arrow_text(f[name])
+            if arr is None:
+                return None
+            text[name] = arr
+    if n == 0 or any(c not in text for c in REQUIRED_TEXT):
+        return None
+    fit = _matches(text["instrument"], INSTRUMENT_RE)
+    fit &= pc.is_in(text["granularity"], value_set=pa.array(GRANULARITIES)).fill_null(
+        False).to_numpy(zero_copy_only=False)
+    fit &= _matches(text["event_creation_date"], _FAST_TS)
+    for name, (required, _) in NUMERIC.items():
+        if name in text:
+            fit &= _matches(text[name], _FAST_NUMBER if required else _FAST_OPTIONAL_NUMBER)
+    for name, pattern in (("event_type", _FAST_EVENT_TYPE), ("day_of_week", _FAST_SMALL_INT),
+                          ("hour_of_day", _FAST_SMALL_INT), ("original_event_id", _FAST_UUID)):
+        if name in text:
+            fit &= _matches(text[name], pattern)
+    rows = np.flatnonzero(fit)
+    if not len(rows):
+        return rows, None
+    sel = pa.array(rows)
+    every = len(rows) == n
+    part = {k: (v if every else v.take(sel)) for k, v in text.items()}
+
+    # the value rules, on the fitting rows; a row breaking one goes to the exact path
+    us, good = _parse_iso(part["event_creation_date"])
+    price = pc.cast(part["event_price_level"], pa.float64()).to_numpy()
+    good &= np.round(price, 6) > 0
+    good &= np.round(pc.cast(part["atr_at_event"], pa.float64()).to_numpy(), 6) > 0
+    good &= np.round(pc.cast(part["new_resistance_negative_rebound"], pa.float64()
+                             ).to_numpy(), 6) <= 0
+    days = us // _US_PER_DAY
+    dow, hour = (days + 3) % 7, us % _US_PER_DAY // 3_600_000_000
+    for name, derived in (("day_of_week", dow), ("hour_of_day", hour)):
+        if name in part:
+            given = part[name]
+            empty = pc.equal(given, "").to_numpy(zero_copy_only=False)
+            value = pc.cast(pc.if_else(empty, "0", given), pa.int64()).to_numpy()
+            good &= empty | (value == derived)
+    if not good.all():
+        keep = np.flatnonzero(good)
+        rows, us, price, dow, hour = rows[keep], us[good], price[good], dow[good], hour[good]
+        part = {k: v.take(pa.array(keep)) for k, v in part.items()}
+    m = len(rows)
+    if not m:
+        return rows, None
+
+    ts_iso = _iso_text(us)
+    given_id = part.get("original_event_id", _empty_text(m))
+    need = pc.equal(given_id, "")
+    ids = pc.ascii_lower(given_id)
+    if pc.any(need).as_py():
+        pick = np.flatnonzero(need.to_numpy(zero_copy_only=False))
+        taken = pa.array(pick)
+        names = pc.binary_join_element_wise(
+            part["instrument"].take(taken), part["granularity"].take(taken), ts_iso.take(taken),
+            _price_6dp(price[pick]), "|")
+        ids = pc.replace_with_mask(ids, need, _uuid5_arrow(names))
+    event_type = part.get("event_type")
+    event_type = (pc.if_else(pc.equal(event_type, ""), "new_resistance", event_type)
+                  if event_type is not None else pa.array(["new_resistance"] * m))
+    table = pa.table({
+        "original_event_id": ids,
+        "event_type": event_type,
+        "event_creation_date": ts_iso,
+        "granularity": part["granularity"],
+        "instrument": part["instrument"],
+        "event_price_level": part["event_price_level"],
+        "atr_at_event": part["atr_at_event"],
+        "volume_at_event": part.get("volume_at_event", _empty_text(m)),
+        "new_resistance_negative_rebound": part["new_resistance_negative_rebound"],
+        "new_resistance_negative_rebound_in_atr": part["new_resistance_negative_rebound_in_atr"],
+        "day_of_week": _SMALL_INTS.take(pa.array(dow)),
+        "hour_of_day": _SMALL_INTS.take(pa.array(hour)),
+    })
+    good_frame = table.to_pandas()
+    good_frame.index = f.index[rows]
+    good_frame["ts"] = pd.Series(us.astype("datetime64[us]"), index=good_frame.index
+                                 ).dt.tz_localize("UTC")
+    good_frame["_line"] = f["_line"].to_numpy()[rows]
+    return rows, good_frame
+
+
+def _exact(f: pd.DataFrame, assume_tz: str | None) -> tuple[pd.DataFrame, list[Rejected]]:
+    """Every rule on every row of `f` with pandas: the good rows normalised, the bad ones
+    with every reason (the order of the steps is the order of a row's reasons)."""
+    c = _Checks(f)
     keys = _keys(c)
     ts = _timestamps(c, assume_tz)
     texts, values = _numbers(c)
     calendar = _calendar(c, ts)
     given_id = _ids(c)
     bad = c.bad()
-    good = _normalise(c, ~bad, keys, ts, texts, values, calendar, given_id)
-    good, rejected = _in_file_duplicates(good, c.f)
-    rejected += c.rejected(bad)
+    return _normalise(c, ~bad, keys, ts, texts, values, calendar, given_id), c.rejected(bad)
+
+
+def validate(raw: RawEvents, assume_tz: str | None = None) -> Validated:
+    """Every rule on every row: the fast path for the rows it can decide, the exact path for
+    the others; then the in-file duplicates over both, and the malformed records."""
+    f = raw.frame
+    fast = _fast(f)
+    if fast is None:
+        good, rejected = _exact(f, assume_tz)
+    else:
+        rows, fast_good = fast
+        rest = np.ones(len(f), dtype=bool)
+        rest[rows] = False
+        if not rest.any():
+            good, rejected = fast_good, []
+        else:
+            good, rejected = _exact(f.iloc[np.flatnonzero(rest)], assume_tz)
+            if fast_good is not None:
+                position = np.concatenate([rows, np.flatnonzero(rest)[
+                    f.index[rest].get_indexer(good.index) if len(good) else []]])
+                good = pd.concat([fast_good, good]).iloc[np.argsort(position, kind="stable")]
+    ids = _arrow_text(good["original_event_id"])
+    if ids is None or pc.count_distinct(ids).as_py() < len(ids):
+        good, duplicates = _in_file_duplicates(good, f)
+        rejected += duplicates
     for line, rec, reason in raw.malformed:
         rejected.append(Rejected(line, rec, [f"csv: {reason}"], ["csv field count"]))
     rejected.sort(key=lambda r: r.line)
