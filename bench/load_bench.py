@@ -206,11 +206,12 @@ def run_small(server: str, tmp: Path) -> dict:
     return out
 
 
-def make_batches(tmp: Path, rows: int, seed: int) -> tuple[list[Path], list[Path], list[str]]:
+def make_batches(tmp: Path, rows: int, seed: int, instruments: int = 28
+                 ) -> tuple[list[Path], list[Path], list[str]]:
     """Batch A and batch B (the next stretch of time), `rows` rows each, one file per
     instrument: each instrument's rows generated over twice the time, split in two halves."""
-    years = max(1.0, 2 * rows / 230_000)
-    gen = write_event_files(tmp / "all", years=years, instruments=28, seed=seed,
+    years = max(1.0, 2 * rows / 230_000 * 28 / instruments)
+    gen = write_event_files(tmp / "all", years=years, instruments=instruments, seed=seed,
                             event_rate=1.0, files_per_instrument=2)
     batches: list[list[Path]] = [[], []]
     for part in (0, 1):
@@ -227,7 +228,7 @@ def make_batches(tmp: Path, rows: int, seed: int) -> tuple[list[Path], list[Path
 
 
 def run(rows: int = 1_000_000, seed: int = 7, to_sql_rows: int = 0, small: bool = True,
-        server: str | None = None, executemany_rows: int = 0) -> dict:
+        server: str | None = None, executemany_rows: int = 0, instruments: int = 28) -> dict:
     """Every figure of the report as a dict (rows/s, seconds, p50/p95/p99 per file, ratios,
     the loader's phases, goals met or missed). `server`: an admin URL of the server (default:
     the project's local cluster)."""
@@ -242,7 +243,7 @@ def run(rows: int = 1_000_000, seed: int = 7, to_sql_rows: int = 0, small: bool 
             conn.execute("CREATE TABLE events_plain_to_sql (LIKE events_plain INCLUDING ALL)")
             out["server_version"] = conn.execute("SHOW server_version").fetchone()[0]
         out["revision"] = migrate.current(url)
-        batch_a, batch_b, columns = make_batches(tmp, rows, seed)
+        batch_a, batch_b, columns = make_batches(tmp, rows, seed, instruments)
         out["files"] = len(batch_a)
         out["megabytes"] = round(sum(f.stat().st_size for f in batch_a) / 1e6, 1)
 
@@ -342,11 +343,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--to-sql-rows", type=int, default=0)
     ap.add_argument("--executemany-rows", type=int, default=0)
+    ap.add_argument("--instruments", type=int, default=28,
+                    help="instruments (x4 granularities = pairs) the rows are spread over: "
+                         "2 gives a backfill's shape, a few large new pairs")
     ap.add_argument("--no-sample", action="store_true", help="skip the small-files sample")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     out = run(args.rows, args.seed, args.to_sql_rows, small=not args.no_sample,
-              executemany_rows=args.executemany_rows)
+              executemany_rows=args.executemany_rows, instruments=args.instruments)
     print_report(out)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1, default=str))

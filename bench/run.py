@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     if "load" in only:
         log(f"== load: {args.rows:,} rows, {args.repeats} repeat(s)")
         res["load"] = load_adapter.run(args.rows, repeats=args.repeats,
-                                       small_files=not args.quick, log=log)
+                                       small_files=not args.quick, log=log,
+                                       backfill_instruments=0 if args.quick else 2)
         for m in res["load"]["methods"]:
             log(f"  {m['name']:<66} {m['rows_per_s']:>10,.0f} rows/s")
     if "queries" in only:
