@@ -502,11 +502,8 @@ def load_file(path: Path, url: str | None = None, pair: Pair | None = None,
             made = conn.execute("SELECT stage_partitions(%s, %s)",
                                 ([p[0] for p in pairs], [p[1] for p in pairs])).fetchone()[0]
             staged = {tuple(x.split("/")) for x in made}
-            others = [p for p in pairs if p not in staged]
-            complete = set(others)
-            for t in (EVENTS, LEVELS, FEATURES):  # one catalog query per table, not per pair
-                complete &= _leaf_tuples(conn, others, t).keys()
-            missing = [p for p in others if p not in complete]
+            missing = [p for p in pairs if p not in staged and
+                       not all(_leaf_tuples(conn, [p], t) for t in (EVENTS, LEVELS, FEATURES))]
             for p in missing:  # a pair with some leaves only (made outside these functions)
                 conn.execute("SELECT ensure_partition(%s, %s)", p)
             lap("stage")
