@@ -104,15 +104,21 @@ def events_frame(conn: psycopg.Connection, instrument: str, granularity: str | N
         for chunk in cp:
             buf += chunk
     if not buf:
-        table = pa.table({c: pa.array([], t) for c, t in _ARROW_TYPES.items()})
-        return _typed(table.to_pandas())
-    table = pacsv.read_csv(
-        pa.py_buffer(bytes(buf)),
+        return _arrow_frame(pa.table({c: pa.array([], t) for c, t in _ARROW_TYPES.items()}))
+    return _arrow_frame(pacsv.read_csv(
+        pa.py_buffer(buf),
         read_options=pacsv.ReadOptions(column_names=list(FRAME_COLUMNS)),
         convert_options=pacsv.ConvertOptions(column_types=_ARROW_TYPES,
                                              strings_can_be_null=False,
-                                             quoted_strings_can_be_null=False))
-    return _typed(table.to_pandas())
+                                             quoted_strings_can_be_null=False)))
+
+
+def _arrow_frame(table: pa.Table) -> pd.DataFrame:
+    # naive UTC -> UTC-aware in Arrow, a change of type only (pandas' tz_localize walks the
+    # data: 1.3 ms of a 1,000-row frame's 10)
+    i = table.schema.get_field_index("event_creation_date")
+    return table.set_column(i, "event_creation_date", table.column(i).cast(
+        pa.timestamp("us", tz="UTC"))).to_pandas()
 
 
 def _frame_from_rows(conn: psycopg.Connection, query: sql.Composed) -> pd.DataFrame:
