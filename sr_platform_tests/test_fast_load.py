@@ -2,10 +2,12 @@
 write path, and load-then-attach of new partitions (staged standalone tables, indexes, the
 levels foreign key and the registry done set-based, then ATTACH)."""
 
+import hashlib
 import threading
 import uuid
 from datetime import UTC, datetime
 
+import pandas as pd
 import psycopg
 import pytest
 from psycopg import errors
@@ -238,7 +240,7 @@ def test_0006_round_trip_keeps_the_registry_exact(server_url, make_db, tmp_path)
         conn.execute("SELECT ensure_partition('EUR_USD', 'H1')")
         insert_event(conn, original_event_id=ID["A"])
     migrate.upgrade(url)
-    assert migrate.current(url) == "0006"
+    assert migrate.current(url) == migrate.head()
     leaf = "new_resistance_events_h1_eur_usd"
     assert triggers(url, leaf) == ["trg_new_resistance_events_updated_at",
                                    "trg_registry_delete", "trg_registry_insert",
@@ -265,3 +267,71 @@ def test_0006_round_trip_keeps_the_registry_exact(server_url, make_db, tmp_path)
                      event_creation_date=datetime(2026, 3, 4, 14, tzinfo=UTC))
     assert_registry_consistent(url)
     assert len(registry(url)) == 7
+
+
+def test_new_partitions_skip_the_id_checks_then_recheck_on_a_conflict(clean_db, tmp_path,
+                                                                       monkeypatch):
+    """A new pair's rows are loaded without the per-row id checks; an id they repeat (in
+    another chunk) or share with a stored event fails the attach, and the file is loaded again
+    with every row checked: the same rows loaded and quarantined, by the same rules, as a load
+    that checked them."""
+    monkeypatch.setattr(loader, "CHUNK_ROWS", 2)  # the repeats fall in other chunks
+    new, old = new_instrument(), new_instrument()
+    with admin(clean_db) as conn:
+        conn.execute("SELECT ensure_partition(%s, 'H1')", (old,))
+        insert_event(conn, original_event_id=ID["A"], instrument=old,
+                     event_creation_date=datetime(2026, 3, 4, 5, tzinfo=UTC), hour_of_day=5)
+    path = write_csv(tmp_path / "mixed.csv", [
+        row(10, instrument=new, original_event_id=ID["B"]),                    # line 2
+        row(9, instrument=new, granularity="D", original_event_id=ID["C"]),    # 3
+        row(12, instrument=new, original_event_id=ID["A"]),                    # 4: stored
+        row(11, instrument=new, original_event_id=ID["B"]),                    # 5: repeats 2
+        row(13, instrument=old, original_event_id=ID["C"]),                    # 6: repeats 3
+        row(14, instrument=new, original_event_id=ID["D"])])                   # 7
+    shown: list[int] = []
+    result = loader.load_file(path, clean_db, progress=shown.append)
+    assert (result.loaded, result.rejected, result.duplicates) == (3, 3, 0)
+    assert result.new_pairs == [(new, "D"), (new, "H1")]
+    assert fetch_lines(clean_db, path) == [
+        (4, [f"original_event_id: already used by {old} H1 2026-03-04T05:00:00Z"]),
+        (5, [f"original_event_id: duplicate of line 2 ({ID['B']})"]),
+        (6, [f"original_event_id: duplicate of line 3 ({ID['C']})"])]
+    assert sorted(_fetch(clean_db, "SELECT original_event_id::text FROM new_resistance_events "
+                                   "WHERE instrument IN (%s, %s)", (new, old))) == [
+        (ID["A"],), (ID["B"],), (ID["C"],), (ID["D"],)]
+    assert scalar(clean_db, "SELECT count(*) FROM load_log WHERE source = %s",
+                  (str(path.resolve()),)) == 1
+    # the unchecked attempt COPYed all 6 rows and showed them; the recheck showed none again
+    assert sum(shown) == 6
+    assert_registry_consistent(clean_db)
+
+
+def fetch_lines(url: str, path) -> list[tuple]:
+    return [(line, list(reasons)) for line, reasons in _fetch(
+        url, "SELECT line_number, reasons FROM rejected_events WHERE source = %s "
+             "ORDER BY line_number", (str(path.resolve()),))]
+
+
+def test_level_ids_derive_from_the_event_id_on_both_load_paths(clean_db, tmp_path):
+    """Migration 0007: every level row the loader writes, into a staged leaf (server side) or
+    an existing one (COPY), has id = level_id(event id), which Python computes identically."""
+    new = new_instrument()
+    first = write_csv(tmp_path / "a.csv", [row(h, instrument=new) for h in range(10, 13)])
+    again = write_csv(tmp_path / "b.csv", [row(h, instrument=new) for h in range(13, 15)])
+    assert loader.load_file(first, clean_db).new_pairs == [(new, "H1")]
+    assert loader.load_file(again, clean_db).new_pairs == []
+    pairs = _fetch(clean_db, "SELECT original_event_id::text, id::text, "
+                             "level_id(original_event_id)::text "
+                             "FROM support_and_resistance_master WHERE instrument = %s "
+                             "ORDER BY event_creation_date", (new,))
+    assert len(pairs) == 5
+    assert [i for _, i, _ in pairs] == [sql_id for _, _, sql_id in pairs]
+    expected = [str(uuid.UUID(bytes=hashlib.md5(loader.LEVEL_ID_NAMESPACE.bytes
+                                                + uuid.UUID(e).bytes).digest()))
+                for e, _, _ in pairs]
+    assert [i for _, i, _ in pairs] == expected
+    assert [str(uuid.UUID(h)) for h in loader.level_ids(pd.Series([e for e, _, _ in pairs]))] \
+        == expected
+    # a fixed value, so the namespace and the byte order can never drift
+    assert scalar(clean_db, "SELECT level_id('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11')::text") \
+        == "43a6868e-c0e3-b8d9-f344-58452194dbd8"

@@ -24,8 +24,10 @@ A crash, a kill or a lost connection at any point before the commit leaves nothi
 file (the staged tables included); rerunning loads it exactly once.
 """
 
+import hashlib
 import io
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +40,7 @@ import pandas as pd
 import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from psycopg import sql
+from psycopg import errors, sql
 from psycopg.types.json import Jsonb
 
 from . import db, event_files
@@ -59,6 +61,8 @@ __all__ = ["LoadResult", "Pair", "ensure_partitions", "file_pairs", "find_event_
 
 LEVEL_COLUMNS = ("original_event_id", "event_type", "instrument", "granularity",
                  "event_creation_date")
+# level_id() of sql/0007: a level's id is the MD5 of this namespace and its event's id
+LEVEL_ID_NAMESPACE = uuid.UUID("c331958d-e54e-5ac6-a655-153dfb3b3bb6")
 NULLABLE = {"volume_at_event"}
 CHUNK_ROWS = 50_000  # records read, validated and written at a time (tests make it small)
 COPY_CHUNK = 50_000  # rows per COPY buffer (its CSV text is built whole, ~150 bytes a row)
@@ -135,6 +139,13 @@ def ensure_partitions(url: str, pairs: Iterable[Pair]) -> int:
             created += conn.execute("SELECT ensure_partition(%s, %s)",
                                     (instrument, granularity)).fetchone()[0]
     return created
+
+
+def level_ids(event_ids: pd.Series) -> list[str]:
+    """level_id() (sql/0007) of each canonical event id, as 32 hex digits (uuid input)."""
+    ns, md5 = LEVEL_ID_NAMESPACE.bytes, hashlib.md5
+    raw = bytes.fromhex(event_ids.str.replace("-", "", regex=False).str.cat())
+    return [md5(ns + raw[i:i + 16]).hexdigest() for i in range(0, len(raw), 16)]
 
 
 def _csv(frame: pd.DataFrame, columns: tuple[str, ...]) -> bytes:
@@ -218,13 +229,14 @@ class _Schema:
 
     registry: bool
     staging: bool
+    level_ids: bool  # 0007: level rows get level_id() of their event's id
 
     @classmethod
     def of(cls, conn: psycopg.Connection) -> "_Schema":
-        registry, staging = conn.execute(
+        return cls(*conn.execute(
             "SELECT to_regclass('public.event_id_registry') IS NOT NULL, "
-            "to_regprocedure('public.stage_partitions(text[], text[])') IS NOT NULL").fetchone()
-        return cls(registry, staging)
+            "to_regprocedure('public.stage_partitions(text[], text[])') IS NOT NULL, "
+            "to_regprocedure('public.level_id(uuid)') IS NOT NULL").fetchone())
 
 
 class _FileLoad:
@@ -233,10 +245,13 @@ class _FileLoad:
     def __init__(self, conn: psycopg.Connection, schema: _Schema, result: LoadResult,
                  pair: Pair | None, pairs: list[Pair], staged: set[Pair],
                  tuples: dict[Pair, float], source: str, sha256: str,
-                 progress: Callable[[int], None] | None, lap: "_Lap") -> None:
+                 progress: Callable[[int], None] | None, lap: "_Lap",
+                 trusted: set[Pair] | None = None) -> None:
         self.conn, self.schema, self.result, self.pair, self.lap = conn, schema, result, pair, lap
         self.source, self.sha256, self.progress = source, sha256, progress
         self.pairs, self.staged = pairs, staged
+        # staged pairs whose rows skip the per-chunk id checks (see load_file)
+        self.trusted = {f"{i}/{g}" for i, g in trusted or ()}
         # existing leaves: the planner's row estimate, and rows added since (ANALYZE policy)
         self.tuples = tuples
         self.pending: Counter = Counter()
@@ -337,8 +352,11 @@ class _FileLoad:
         result, good = self.result, checked.good
         rejected = list(checked.rejected)
         duplicate = pd.Series(False, index=good.index)
-        if len(good):
-            known = self._known(good)
+        check = good
+        if self.trusted and len(good):
+            check = good[~(good["instrument"] + "/" + good["granularity"]).isin(self.trusted)]
+        if len(check):
+            known = self._known(check)
             # already stored under the same key (a whole reload: every row), vectorised
             duplicate = good["_line"].isin([k[0] for k in known if k[1] is None and k[2]])
             drop = []
@@ -402,7 +420,12 @@ class _FileLoad:
         self.lap("analyze")
         for p, part in parts.items():
             if p not in self.staged:  # a staged leaf's levels are written at attach
-                _copy(conn, leaf_name(LEVELS, p), part, LEVEL_COLUMNS)
+                if self.schema.level_ids:
+                    _copy(conn, leaf_name(LEVELS, p),
+                          part.assign(id=level_ids(part["original_event_id"])),
+                          ("id", *LEVEL_COLUMNS))
+                else:
+                    _copy(conn, leaf_name(LEVELS, p), part, LEVEL_COLUMNS)
         self.lap("copy levels")
         result.loaded += len(fresh)
 
@@ -464,6 +487,11 @@ def _one_connection(url: str) -> Iterator[_Connection]:
         c.close()
 
 
+class _Recheck(Exception):
+    """A new partition's rows, loaded without the per-row id checks, hold an id that is stored
+    already or repeated in the file."""
+
+
 def load_file(path: Path, url: str | None = None, pair: Pair | None = None,
               assume_tz: str | None = None,
               progress: Callable[[int], None] | None = None,
@@ -471,11 +499,41 @@ def load_file(path: Path, url: str | None = None, pair: Pair | None = None,
     """Load one file (or only `pair`'s rows of it) in one transaction. Raises EventFileError
     when the file is not an event file or cannot be read (the database is then untouched), and
     psycopg errors when the database fails (the transaction is then rolled back: nothing of the
-    file is stored)."""
+    file is stored).
+
+    Rows of new partitions (staged leaves) are first loaded without the per-chunk id checks:
+    every id they hold twice or share with a stored event makes the attach fail (the leaf's
+    primary key, the registry's), and only then is the file loaded again with every row
+    checked, which quarantines those rows by rule. A first load of fresh ids (backfills,
+    new instruments) skips the checks' cost: a third of a new partition's load."""
     url = url or db.database_url()
     if connection is None:
         with _one_connection(url) as c:
             return load_file(path, url, pair, assume_tz, progress, c)
+    reported = [0]
+
+    def counted(n: int) -> None:
+        reported[0] += n
+        progress(n)
+    try:
+        return _load_file(path, url, pair, assume_tz, counted if progress else None,
+                          connection, trust_staged=True)
+    except _Recheck:
+        pass
+    skip = [reported[0]]  # the progress already shown is not shown twice
+
+    def resumed(n: int) -> None:
+        shown = min(n, skip[0])
+        skip[0] -= shown
+        if n > shown:
+            progress(n - shown)
+    return _load_file(path, url, pair, assume_tz, resumed if progress else None, connection,
+                      trust_staged=False)
+
+
+def _load_file(path: Path, url: str, pair: Pair | None, assume_tz: str | None,
+               progress: Callable[[int], None] | None, connection: _Connection,
+               trust_staged: bool) -> LoadResult:
     started = time.perf_counter()
     result = LoadResult(Path(path))
     lap = _Lap(result.timings)
@@ -509,14 +567,19 @@ def load_file(path: Path, url: str | None = None, pair: Pair | None = None,
             lap("stage")
         tuples = _leaf_tuples(conn, [p for p in pairs if p not in staged])
         load = _FileLoad(conn, schema, result, pair, pairs, staged, tuples, source,
-                         scanned.sha256, progress, lap)
+                         scanned.sha256, progress, lap, staged if trust_staged else None)
         for raw, checked in _prefetched(_checked_chunks(f, assume_tz, CHUNK_ROWS)):
             lap("read+validate (waiting)")
             load.chunk(raw, checked)
         if staged:
             new = sorted(staged)
-            conn.execute("SELECT attach_staged_partitions(%s, %s)",
-                         ([p[0] for p in new], [p[1] for p in new]))
+            try:
+                conn.execute("SELECT attach_staged_partitions(%s, %s)",
+                             ([p[0] for p in new], [p[1] for p in new]))
+            except errors.UniqueViolation:
+                if load.trusted:
+                    raise _Recheck() from None
+                raise
             result.new_pairs = new
             lap("index+attach")
         conn.execute(
