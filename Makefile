@@ -48,7 +48,13 @@ db-stop: install
 # bench/results/latest.md, latest.json and a PNG per comparison (43 min on the shared 2-core
 # machine at load average 4-8; aimed at ~25 min on a quiet one).
 # SIZE=5 adds the queries at 5x (~25M events, about 25 min more). BENCH_ARGS passes more flags
-# (e.g. BENCH_ARGS="--only queries"). The single benchmarks stay runnable: bench/*_bench.py.
+# (e.g. BENCH_ARGS="--only queries", "--keep-cluster"). The single benchmarks stay runnable:
+# bench/*_bench.py (against the dev cluster).
+# Without SR_PLATFORM_DATABASE_URL it runs on a throwaway cluster of its own (.sr_platform-bench/,
+# a free port), the dev cluster's settings but archive_mode = off (the dev cluster archives every
+# WAL segment: SIZE=5 once put 53 GB there), stopped at the end; its data stays for the next run.
+# Delete it: `.venv/bin/python bench/run.py --remove-cluster`, or
+# `SR_PLATFORM_HOME=.sr_platform-bench SR_PLATFORM_WAL_ARCHIVE=off make clean-db`.
 SIZE ?= 1
 BENCH_ARGS ?=
 $(BIN)/.bench-installed: $(BIN)/.installed pyproject.toml

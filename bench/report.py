@@ -65,7 +65,10 @@ def markdown(res: dict) -> str:
     env = res["environment"]
     lines = [f"# `make bench` report ({env['started']} UTC)", "",
              f"Command: `{env['command']}`; {env['cpus']} CPUs, PostgreSQL "
-             f"{env['postgres']}, Python {env['python']}; load average at start "
+             f"{env['postgres']}" + (f" ({env['server']}; archive_mode="
+                                     f"{env.get('archive_mode', '?')}, wal_level="
+                                     f"{env.get('wal_level', '?')})" if "server" in env else "")
+             + f", Python {env['python']}; load average at start "
              f"{env['loadavg']}, at the end {env.get('loadavg_end', '?')} (other work on the "
              f"machine inflates every figure; compare within a table); total "
              f"{env['seconds']:.0f} s. Every comparison ran in this one "

@@ -15,6 +15,17 @@ Prints the tables and writes bench/results/latest.md, latest.json and one PNG pe
 Each goal is marked met or missed against its target. The default run takes about 20-25
 minutes on 2 cores; --size 5 adds the 5x data (about 20M more rows) and its queries.
 --quick (with e.g. --rows 2000) is a smoke run of every section at a tiny size.
+
+The server: SR_PLATFORM_DATABASE_URL's when set; otherwise a throwaway local cluster of the
+benchmarks' own (state in .sr_platform-bench/, git-ignored; a free port), never the checkout's
+dev cluster. Its settings are the dev cluster's but archive_mode = off: the dev cluster archives
+every WAL segment for point-in-time recovery and only backup rotation prunes that archive, so
+--size 5 once wrote 53 GB into it and filled the disk. WAL stays replica-level, so the server
+writes as much WAL as in production; it is recycled after checkpoints instead of archived.
+The cluster is stopped at the end (--keep-cluster leaves it running); its data stays for the
+next run. Delete it with `bench/run.py --remove-cluster` (or
+`SR_PLATFORM_HOME=.sr_platform-bench make clean-db`).
+The single benchmarks (bench/*_bench.py) run standalone use the dev cluster as before.
 """
 
 from __future__ import annotations
@@ -38,9 +49,23 @@ import report  # noqa: E402
 import writers_bench  # noqa: E402
 from common import new_database  # noqa: E402
 
-from sr_platform.core import db  # noqa: E402
+from sr_platform.core import db, settings  # noqa: E402
 
 SECTIONS = ("load", "queries", "writers")
+BENCH_HOME = HERE.parent / ".sr_platform-bench"
+
+
+def use_bench_cluster() -> bool:
+    """Unless SR_PLATFORM_DATABASE_URL names a server, point this process and every process it
+    starts at the benchmarks' own local cluster: its own state directory (so its own runtime
+    directory, data and passwords), a free port at init, no WAL archiving. Before any
+    database call: db.local_cluster() reads these at each call."""
+    if settings.external_database_url():
+        return False
+    os.environ["SR_PLATFORM_HOME"] = str(BENCH_HOME)
+    os.environ[settings.WAL_ARCHIVE_ENV] = "off"
+    os.environ["SR_PLATFORM_PG_PORT"] = "0"  # any free port (the dev cluster's stays its own)
+    return True
 
 
 def log(msg: str) -> None:
@@ -63,7 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=",".join(SECTIONS))
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--name", default="latest")
+    ap.add_argument("--keep-cluster", action="store_true",
+                    help="leave the benchmarks' local cluster running at the end")
+    ap.add_argument("--remove-cluster", action="store_true",
+                    help="stop and delete the benchmarks' local cluster, then exit")
     args = ap.parse_args(argv)
+    own_cluster = use_bench_cluster()
+    if args.remove_cluster:
+        if not own_cluster:
+            ap.error("--remove-cluster: SR_PLATFORM_DATABASE_URL is set; there is no "
+                     "benchmark cluster to remove")
+        db.local_cluster().remove()
+        log(f"removed the benchmark cluster of {BENCH_HOME}")
+        return 0
     if args.quick:
         args.query_rows_per_year = max(20 * args.rows, 20_000)
         args.writer_rows = min(args.writer_rows, max(args.rows, 2_000))
@@ -74,12 +111,35 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         ap.error(f"--only: unknown section(s) {sorted(bad)}; choose from {SECTIONS}")
 
+    try:
+        return _run(args, only, argv, own_cluster)
+    finally:
+        if own_cluster:
+            cluster = db.local_cluster()
+            if args.keep_cluster:
+                log(f"the benchmark cluster keeps running: {cluster.url()} (stop it with "
+                    f"SR_PLATFORM_HOME={BENCH_HOME} sr-platform db stop)")
+            else:
+                cluster.stop()
+                log(f"stopped the benchmark cluster ({cluster.data_dir}); "
+                    "bench/run.py --remove-cluster deletes it")
+
+
+def _run(args: argparse.Namespace, only: list[str], argv: list[str] | None,
+         own_cluster: bool) -> int:
     t0 = time.perf_counter()
     server = db.database_url("postgres", role=db.ADMIN_ROLE)
     with db.connect(server) as c:
-        version = c.execute("SHOW server_version").fetchone()[0]
+        version, archive_mode, wal_level, port = c.execute(
+            "SELECT current_setting('server_version'), current_setting('archive_mode'), "
+            "current_setting('wal_level'), current_setting('port')").fetchone()
+    where = (f"the benchmarks' own local cluster {BENCH_HOME.name}/ on port {port}"
+             if own_cluster else "SR_PLATFORM_DATABASE_URL's server")
+    log(f"== server: PostgreSQL {version}, {where}; archive_mode={archive_mode}, "
+        f"wal_level={wal_level}")
     res: dict = {"environment": {
         "started": f"{datetime.now(UTC):%Y-%m-%d %H:%M}", "postgres": version,
+        "server": where, "archive_mode": archive_mode, "wal_level": wal_level,
         "python": platform.python_version(), "cpus": os.cpu_count(),
         "loadavg": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
         "command": "bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -8,8 +8,10 @@ import sys
 import pytest
 
 from sr_platform.core import settings
+from sr_platform.core.localpg import LocalCluster
 
 RUN = settings.PROJECT_ROOT / "bench" / "run.py"
+BENCH_HOME = settings.PROJECT_ROOT / ".sr_platform-bench"
 
 
 @pytest.mark.slow
@@ -25,6 +27,18 @@ def test_bench_run_writes_the_report(tmp_path):
     assert "Zero lost and zero duplicated rows: asserted, holds for every run." in md
     res = json.loads((tmp_path / "smoke.json").read_text())
     assert set(res) >= {"environment", "load", "queries", "writers", "goals", "charts"}
+    env = res["environment"]
+    assert env["wal_level"] == "replica"
+    if settings.external_database_url() is None:
+        # its own throwaway cluster, not archiving, stopped at the end
+        assert env["archive_mode"] == "off"
+        assert env["server"].startswith("the benchmarks' own local cluster .sr_platform-bench/")
+        assert f"({env['server']}; archive_mode=off, wal_level=replica)" in md
+        bench = LocalCluster(BENCH_HOME, settings.pg_bin_dir())
+        assert not bench.is_running()
+        assert list(bench.wal_archive.iterdir()) == []
+        assert proc.stdout.splitlines()[-1].startswith(
+            f"stopped the benchmark cluster ({bench.data_dir})")
 
     names = [m["name"] for m in res["load"]["methods"]]
     for baseline in ("psql \\copy events into a flat table", "psql \\copy events, then",

@@ -1,12 +1,15 @@
 """The project-local PostgreSQL and the `sr-platform` CLI."""
 
+import logging
 import os
+import socket
 import subprocess
 
+import psycopg
 import pytest
 
 from sr_platform.core import db, migrate, settings
-from sr_platform.core.localpg import runtime_dir_for
+from sr_platform.core.localpg import PROVISION_VERSION, LocalCluster, free_port, runtime_dir_for
 
 
 def _cli(*args, env=None):
@@ -63,3 +66,62 @@ def test_cli_errors_are_one_clear_line(server_url, make_db):
     assert out.stderr.startswith("sr-platform: error: ")
     assert "9999" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_start_moves_to_a_free_port_when_its_port_is_taken(tmp_path, caplog):
+    """A cluster of its own (the checkout's is shared by the tests), without WAL archiving."""
+    port = free_port()
+    cluster = LocalCluster(tmp_path / "state", settings.pg_bin_dir(), port=port, archive=False)
+    try:
+        cluster.start()
+        assert cluster.port == port
+        cluster.stop()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+            squatter.bind(("127.0.0.1", port))
+            squatter.listen()
+            with caplog.at_level(logging.WARNING, logger="sr_platform.core.localpg"):
+                cluster.start()
+            new = cluster.port
+            assert new != port
+            assert caplog.messages == [
+                f"local cluster {cluster.data_dir}: port {port} on 127.0.0.1 is taken by "
+                f"another process; moving to port {new}"]
+            assert f"port = {new}\n" in (cluster.data_dir / "sr_platform.conf").read_text()
+            # provisioned again for the new port; every login role gets in with the passfile
+            assert (cluster.home / ".provisioned").read_text() == f"{new}:{PROVISION_VERSION}"
+            for role in ("sr_app_reader", "sr_app_writer", "sr_owner", "postgres"):
+                with psycopg.connect(cluster.url("postgres", role)) as conn:
+                    assert conn.execute("SELECT current_user, current_setting('port')"
+                                        ).fetchone() == (role, str(new))
+        cluster.stop()
+        cluster.start()  # the old port is free again: the cluster keeps its new one
+        assert cluster.port == new
+        # archive=False: replica-level WAL, nothing archived even after a segment switch
+        with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
+            assert conn.execute("SELECT current_setting('archive_mode'), "
+                                "current_setting('wal_level')").fetchone() == ("off", "replica")
+            conn.execute("CREATE TABLE t AS SELECT generate_series(1, 1000) AS i")
+            conn.execute("SELECT pg_switch_wal()")
+            conn.execute("CHECKPOINT")
+            assert conn.execute("SELECT archived_count, failed_count FROM pg_stat_archiver"
+                                ).fetchone() == (0, 0)
+        assert list(cluster.wal_archive.iterdir()) == []
+    finally:
+        cluster.remove()
+    assert not cluster.data_dir.exists()
+
+
+def test_wal_archive_setting(monkeypatch):
+    monkeypatch.delenv(settings.WAL_ARCHIVE_ENV, raising=False)
+    assert settings.wal_archive() is True
+    assert db.local_cluster().archive is True
+    for value, expected in (("off", False), ("OFF", False), ("0", False), ("on", True),
+                            ("", True)):
+        monkeypatch.setenv(settings.WAL_ARCHIVE_ENV, value)
+        assert settings.wal_archive() is expected, value
+    monkeypatch.setenv(settings.WAL_ARCHIVE_ENV, "off")
+    assert db.local_cluster().archive is False
+    assert "archive_mode = off\n" in db.local_cluster()._wal_settings()
+    monkeypatch.setenv(settings.WAL_ARCHIVE_ENV, "sometimes")
+    with pytest.raises(ValueError, match="SR_PLATFORM_WAL_ARCHIVE='sometimes': expected on or off"):
+        settings.wal_archive()

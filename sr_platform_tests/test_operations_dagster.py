@@ -11,7 +11,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from sr_platform.core import db, loader
+from sr_platform.core import db, loader, settings
 from sr_platform.core.generate import write_event_files
 from sr_platform.definitions import defs
 from sr_platform.operations.assets import (
@@ -95,12 +95,20 @@ def test_health_asset_reports_numbers_and_checks(resources, monkeypatch):
     assert checks["backup_is_recent"].severity == dg.AssetCheckSeverity.ERROR
     assert checks["no_rows_in_catch_all_partitions"].passed
     assert checks["wal_archiving_works"].passed
+    assert "wal_archive_space" in checks  # the local WAL archive's size and free space
+    if settings.external_database_url() is None:
+        assert isinstance(meta["wal_archive_bytes"].value, int)
+        assert checks["wal_archive_space"].metadata["wal_archive_bytes"].value >= 0
     # thresholds come from settings: a 100 % dead-tuple warning never fires, -1 always does
     monkeypatch.setenv("SR_PLATFORM_HEALTH_FREE_DISK_PCT_WARN", "101")
     monkeypatch.setenv("SR_PLATFORM_HEALTH_FREE_DISK_PCT_ERROR", "0")
+    monkeypatch.setenv("SR_PLATFORM_HEALTH_WAL_ARCHIVE_FREE_PCT_ERROR", "101")
     result = dg.materialize([database_health], resources=resources)
     free = _checks(result)["free_disk"]
     assert (free.passed, free.severity) == (False, dg.AssetCheckSeverity.WARN)
+    if settings.external_database_url() is None:  # no filesystem is 101 % free: ERROR
+        space = _checks(result)["wal_archive_space"]
+        assert (space.passed, space.severity) == (False, dg.AssetCheckSeverity.ERROR)
 
 
 def test_sla_checks_fail_when_a_target_is_impossible(resources, loaded, monkeypatch):

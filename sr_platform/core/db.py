@@ -35,7 +35,10 @@ _EXTERNAL_ENV = {OWNER_ROLE: settings.OWNER_URL_ENV, READER_ROLE: settings.READE
 
 
 def local_cluster() -> LocalCluster:
-    return LocalCluster(settings.state_dir(), settings.pg_bin_dir(), settings.default_port())
+    """The project-local cluster of the state directory (SR_PLATFORM_HOME), archiving its WAL
+    unless SR_PLATFORM_WAL_ARCHIVE=off."""
+    return LocalCluster(settings.state_dir(), settings.pg_bin_dir(), settings.default_port(),
+                        archive=settings.wal_archive())
 
 
 def database_url(database: str | None = None, role: str = WRITER_ROLE) -> str:

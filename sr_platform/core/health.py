@@ -2,13 +2,18 @@
 
 Everything comes from PostgreSQL's own statistics views (pg_stat_*, pg_class, pg_stat_archiver,
 pg_stat_statements where installed) and the backup directory, read as the reader role (which
-holds pg_read_all_stats on the local cluster, so it sees every session and statement).
+holds pg_read_all_stats on the local cluster, so it sees every session and statement). On the
+local cluster also from its files: the free disk, and the WAL archive's size and the free space
+of its filesystem (only backup rotation prunes that archive; a big write can fill the disk).
 """
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+from sqlalchemy.engine import make_url
 
 from . import backup, db, retention, settings
 from .catalog import catch_all_rows
@@ -26,10 +31,18 @@ class Thresholds:
     dead_tuple_ratio: tuple[float, float] = (0.2, 0.5)
     free_disk_pct: tuple[float, float] = (20, 10)  # below these
     min_rows_for_dead_ratio: int = 1000
+    # the local cluster's WAL archive: warn above this size (GB, 10^9 bytes) ...
+    wal_archive_gb: float = 20.0
+    # ... and on the free space of the filesystem it is on (below these)
+    wal_archive_free_pct: tuple[float, float] = (20, 10)
 
     @classmethod
     def from_env(cls) -> "Thresholds":
         return settings.from_env(cls, "SR_PLATFORM_HEALTH_")
+
+
+CHECK_NAMES = ("backup_is_recent", "retention_is_applied", "no_rows_in_catch_all_partitions",
+               "dead_tuple_ratio", "free_disk", "wal_archiving_works", "wal_archive_space")
 
 
 @dataclass
@@ -59,9 +72,36 @@ def _level(value: float | None, warn: float, error: float, below: bool = False) 
     return "error" if value > error else "warn" if value > warn else "ok"
 
 
+def local_wal_archive(url: str) -> Path | None:
+    """The WAL archive directory of `url`'s server when that is the project's local cluster (a
+    passfile URL on the local cluster's port); None for any other server."""
+    if not db.has_passfile(url):
+        return None
+    cluster = db.local_cluster()
+    return cluster.wal_archive if make_url(url).port == cluster.port else None
+
+
+def archive_usage(directory: Path) -> dict[str, int | float]:
+    """Bytes and files in the WAL archive `directory` (flat: segments, .history and .backup
+    files), and the free space of the filesystem it is on."""
+    size = files = 0
+    with os.scandir(directory) as entries:
+        for e in entries:
+            if e.is_file(follow_symlinks=False):
+                size += e.stat(follow_symlinks=False).st_size
+                files += 1
+    disk = shutil.disk_usage(directory)
+    return {"wal_archive_bytes": size, "wal_archive_files": files,
+            "wal_archive_fs_free_bytes": disk.free,
+            "wal_archive_fs_free_pct": round(100 * disk.free / disk.total, 2)}
+
+
 def collect(url: str | None = None, backup_root: Path | None = None,
             data_dir: Path | None = None, thresholds: Thresholds | None = None,
-            policy: retention.Policy | None = None, now: datetime | None = None) -> Health:
+            policy: retention.Policy | None = None, now: datetime | None = None,
+            wal_archive: Path | None = None) -> Health:
+    """`wal_archive`: the WAL archive directory to measure (default: the local cluster's when
+    `url` is on it; none for another server)."""
     url = url or db.database_url()
     now = now or datetime.now(UTC)
     th = thresholds or Thresholds.from_env()
@@ -155,6 +195,17 @@ def collect(url: str | None = None, backup_root: Path | None = None,
     else:
         m["free_disk_pct"] = None
         notes.append("free disk: the data directory is not on this machine")
+    archive = wal_archive or local_wal_archive(url)
+    usage: dict = dict.fromkeys(("wal_archive_bytes", "wal_archive_files",
+                                 "wal_archive_fs_free_bytes", "wal_archive_fs_free_pct"))
+    if archive is None:
+        notes.append("WAL archive: not local (the server's archive is watched where it runs)")
+    else:
+        try:
+            usage = archive_usage(archive)
+        except OSError as exc:
+            notes.append(f"WAL archive {archive}: not readable ({exc})")
+    m |= usage
     h = Health(now, m, oldest, top, partitions, notes)
     h.checks = _checks(h, th, policy, archive_mode)
     return h
@@ -197,4 +248,34 @@ def _checks(h: Health, th: Thresholds, policy: retention.Policy, archive_mode: s
                      "error" if m["wal_archive_failing"] else "ok",
                      f"archive_mode={archive_mode}; {m['wal_archive_failures']} failures",
                      {"failures": m["wal_archive_failures"], "archive_mode": archive_mode}))
+    out.append(_archive_space(m, th, archive_mode))
     return out
+
+
+def _archive_space(m: dict, th: Thresholds, archive_mode: str) -> Check:
+    """WARN when the local WAL archive outgrows its threshold (only backup rotation prunes
+    it), WARN / ERROR when the filesystem it is on runs out of space."""
+    size, free = m["wal_archive_bytes"], m["wal_archive_fs_free_pct"]
+    meta = {"wal_archive_bytes": size, "wal_archive_files": m["wal_archive_files"],
+            "fs_free_bytes": m["wal_archive_fs_free_bytes"], "fs_free_pct": free,
+            "warn_gb": th.wal_archive_gb, "warn_free_pct": th.wal_archive_free_pct[0],
+            "error_free_pct": th.wal_archive_free_pct[1], "archive_mode": archive_mode}
+    if size is None or free is None:
+        return Check("wal_archive_space", "ok",
+                     "not local: the WAL archive is not on this machine", meta)
+    levels = ("ok", "warn", "error")
+    size_level = "warn" if size > th.wal_archive_gb * 1e9 else "ok"
+    free_level = _level(free, *th.wal_archive_free_pct, below=True)
+    level = max(size_level, free_level, key=levels.index)
+    summary = f"WAL archive {size / 1e9:.2f} GB in {m['wal_archive_files']} files"
+    if size_level != "ok":
+        summary += f" (over {th.wal_archive_gb:g} GB)"
+    summary += (f"; {free:.1f}% ({m['wal_archive_fs_free_bytes'] / 1e9:.1f} GB) free on its "
+                "filesystem")
+    if free_level != "ok":
+        summary += f" (below {th.wal_archive_free_pct[free_level == 'error']:g}%)"
+    summary += f"; archive_mode={archive_mode}"
+    if level != "ok":
+        summary += ("; only the base backup rotation (database_backup) prunes the archive: "
+                    "take a backup, or move big one-off writes to a cluster without archiving")
+    return Check("wal_archive_space", level, summary, meta)

@@ -18,6 +18,7 @@ under /root). Nothing outside the project and that directory is changed.
 
 import fcntl
 import hashlib
+import logging
 import os
 import pwd
 import re
@@ -35,6 +36,7 @@ CONF_NAME = "sr_platform.conf"
 RUNTIME_ROOT = Path("/var/lib/sr-platform")
 SUPERUSER = "postgres"
 PROVISION_VERSION = 2  # bump when provision() grants something new
+log = logging.getLogger(__name__)
 
 # login roles of the local cluster -> the group role whose rights they carry (None: their own)
 LOGIN_ROLES = {
@@ -145,7 +147,11 @@ class Status:
 
 class LocalCluster:
     def __init__(self, home: Path, bin_dir: Path, port: int | None = None,
-                 runtime_dir: Path | None = None) -> None:
+                 runtime_dir: Path | None = None, archive: bool = True) -> None:
+        """`archive`: archive_mode on, every WAL segment copied to `wal_archive` (PITR; only
+        backup rotation prunes it). Off for throwaway clusters (benchmarks): WAL is still
+        replica-level, so the server writes as much of it as with archiving, but recycles it.
+        The setting is rewritten at each start and takes effect at the next server start."""
         self.home = Path(home).resolve()
         self.source_bin_dir = Path(bin_dir)
         account = _service_account()
@@ -160,6 +166,7 @@ class LocalCluster:
         self.passfile = self.home / "pgpass"
         self.wal_archive = self.runtime / "wal_archive"
         self._wanted_port = port
+        self.archive = archive
 
     # -- binaries ------------------------------------------------------------------------------
     @property
@@ -319,19 +326,29 @@ work_mem = '32MB'
 maintenance_work_mem = '512MB'
 max_wal_size = '4GB'
 checkpoint_timeout = '15min'
-# replica-level WAL, archived: any second since the oldest kept base backup can be recovered.
-# The archive command never overwrites a file (a second cluster archiving into the same place
-# fails loudly instead of corrupting the archive).
+{self._wal_settings()}# short OLTP-ish queries: JIT compile time would dominate p99
+jit = off
+track_io_timing = on
+log_min_duration_statement = 1000
+log_line_prefix = '%m [%p] %q%u@%d '
+"""
+
+    def _wal_settings(self) -> str:
+        """Replica-level WAL either way (the server writes as much WAL as in production);
+        archived unless this is a throwaway cluster (archive=False)."""
+        if not self.archive:
+            return ("# replica-level WAL, not archived (SR_PLATFORM_WAL_ARCHIVE=off): a throwaway "
+                    "cluster such as\n# the benchmarks'; WAL is recycled after checkpoints, no "
+                    "point-in-time recovery.\n"
+                    "wal_level = replica\nmax_wal_senders = 10\narchive_mode = off\n")
+        return f"""# replica-level WAL, archived: any second since the oldest kept base backup can
+# be recovered. The archive command never overwrites a file (a second cluster archiving into
+# the same place fails loudly instead of corrupting the archive).
 wal_level = replica
 max_wal_senders = 10
 archive_mode = on
 archive_command = '{self._archive_command()}'
 archive_timeout = 300
-# short OLTP-ish queries: JIT compile time would dominate p99
-jit = off
-track_io_timing = on
-log_min_duration_statement = 1000
-log_line_prefix = '%m [%p] %q%u@%d '
 """
 
     def _archive_command(self) -> str:
@@ -386,13 +403,17 @@ log_line_prefix = '%m [%p] %q%u@%d '
         with self._lock():
             self.init()
             if not self.is_running():
-                if not _port_free(self.port):
-                    raise LocalClusterError(
-                        f"port {self.port} on 127.0.0.1 is taken by another process; "
-                        f"edit {self.data_dir / CONF_NAME} or stop that process"
-                    )
+                port = self.port
+                if not _port_free(port):
+                    # another process (often another checkout's cluster, started while this
+                    # one was down) holds our port: move to a free one. Clients find the port
+                    # in the settings file (url()); the passfile matches any port.
+                    port = free_port()
+                    log.warning("local cluster %s: port %s on 127.0.0.1 is taken by another "
+                                "process; moving to port %s", self.data_dir, self.port, port)
+                    self._ensure_passwords(port)
                 self._prepare_dirs()
-                self._write_settings(self.port)
+                self._write_settings(port)
                 self._run([self._bin("pg_ctl"), "start", "-w", "-t", "60", "-D",
                            str(self.data_dir), "-l", str(self.log_file)])
             if self.passwords().keys() != LOGIN_ROLES.keys() or not self._provisioned():

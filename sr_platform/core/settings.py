@@ -49,7 +49,24 @@ def sql_dir() -> Path:
 
 
 def default_port() -> int:
+    """The port a new local cluster asks for (0: any free one). A cluster keeps the port it got
+    at init unless another process holds it at start (then it moves to a free one)."""
     return int(os.environ.get("SR_PLATFORM_PG_PORT", "54329"))
+
+
+WAL_ARCHIVE_ENV = "SR_PLATFORM_WAL_ARCHIVE"
+_ON, _OFF = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
+
+
+def wal_archive() -> bool:
+    """Whether the local cluster archives its WAL (archive_mode; for point-in-time recovery):
+    SR_PLATFORM_WAL_ARCHIVE=on (the default) or off. Off is for throwaway clusters such as the
+    benchmarks' (bench/run.py), whose WAL nobody will replay; it takes effect at the next start
+    of the cluster (archive_mode needs a restart)."""
+    value = (env(WAL_ARCHIVE_ENV) or "on").strip().lower()
+    if value not in _ON + _OFF:
+        raise ValueError(f"{WAL_ARCHIVE_ENV}={value!r}: expected on or off")
+    return value in _ON
 
 
 def env(name: str) -> str | None:

@@ -114,8 +114,7 @@ def partition_maintenance(context: dg.AssetExecutionContext,
         "analyzed": dg.MetadataValue.json(r.analyzed[:200])})
 
 
-HEALTH_CHECKS = ("backup_is_recent", "retention_is_applied", "no_rows_in_catch_all_partitions",
-                 "dead_tuple_ratio", "free_disk", "wal_archiving_works")
+HEALTH_CHECKS = health.CHECK_NAMES  # every check health.collect() reports
 
 
 @dg.asset(group_name=GROUP, deps=["database_schema"], kinds={"postgres"},
