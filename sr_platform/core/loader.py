@@ -10,16 +10,18 @@ memory bounded by the chunk size whatever the file's size, in ONE transaction as
      without indexes, triggers or foreign key, under their final names;
   3. per chunk of CHUNK_ROWS records (the next chunk is read and validated in a thread
      meanwhile): one query probes the id registry (and, from the second chunk on, the ids
-     seen earlier in the file, a temp table) for the chunk's ids, sent as arrays; rows
-     already stored are skipped, ids the registry holds under another key and ids repeated
-     in the file are quarantined; the new events and their level rows are COPYed straight
-     into each pair's leaf (no tuple routing; the registry's statement trigger registers an
-     existing leaf's rows in one INSERT per COPY); bad rows are quarantined (idempotent on
-     (file hash, line));
+     seen earlier in the file, a temp table) for the chunk's ids of existing pairs, sent as
+     arrays; rows already stored are skipped, ids the registry holds under another key and
+     ids repeated in the file are quarantined; the new events and their level rows (id =
+     level_id(event id), sql/0007) are COPYed straight into each pair's leaf (no tuple
+     routing; the registry's statement trigger registers an existing leaf's rows in one
+     INSERT per COPY); bad rows are quarantined (idempotent on (file hash, line));
   4. attach_staged_partitions() writes the new leaves' level rows from their events (server
      side), builds their indexes, adds the levels foreign key (one validating query),
      registers their ids in one INSERT and attaches them (a CHECK matching the bound spares
-     ATTACH its scan); the load_log row; commit.
+     ATTACH its scan); the load_log row; commit. The new leaves' rows skipped step 3's
+     checks: if the attach finds an id repeated or stored already, the file is rolled back
+     and loaded again with every row checked (load_file).
 A crash, a kill or a lost connection at any point before the commit leaves nothing of the
 file (the staged tables included); rerunning loads it exactly once.
 """
