@@ -1,18 +1,20 @@
 """event_features: one self-contained row per event, rebuilt per (instrument, granularity)
 from the event and its level. Upserts only rows whose values changed."""
 
+import psycopg
 from psycopg import sql
 
-from . import db
 from .keys import Pair, leaf_name
+from .levels import writer_session
 
 FEATURE_VERSION = 1
 
 
-def refresh_features(url: str, pair: Pair) -> dict[str, int]:
+def refresh_features(url: str, pair: Pair, conn: psycopg.Connection | None = None
+                     ) -> dict[str, int]:
     events = sql.Identifier(leaf_name("new_resistance_events", pair))
     levels = sql.Identifier(leaf_name("support_and_resistance_master", pair))
-    with db.connect(url, role=db.WRITER_ROLE) as conn:
+    with writer_session(url, conn) as conn:
         written = conn.execute(sql.SQL("""
             INSERT INTO event_features AS f (
                 original_event_id, instrument, granularity, event_creation_date, event_type,

@@ -7,10 +7,16 @@ A new-resistance event at price P opens a level. Later events of the same pair d
 Status is 'breached' or 'active'; 'expired' is left to retention.
 """
 
+import io
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
 from psycopg import sql
 
 from . import db
@@ -55,15 +61,31 @@ def level_outcomes(events: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def refresh_levels(url: str, pair: Pair) -> dict[str, float]:
+@contextmanager
+def writer_session(url: str, conn: psycopg.Connection | None) -> Iterator[psycopg.Connection]:
+    """`conn` (a caller's writer connection, reused across pairs: a connection costs more than
+    a small pair's refresh) in a transaction of its own, or a new connection as sr_writer."""
+    if conn is None:
+        with db.connect(url, role=db.WRITER_ROLE) as new:
+            yield new
+    else:
+        with conn.transaction():
+            yield conn
+
+
+def refresh_levels(url: str, pair: Pair, conn: psycopg.Connection | None = None
+                   ) -> dict[str, float]:
     """Recompute the pair's level outcomes and write the ones that changed."""
     started = time.perf_counter()
     events_leaf = sql.Identifier(leaf_name("new_resistance_events", pair))
     levels_leaf = sql.Identifier(leaf_name("support_and_resistance_master", pair))
-    with db.connect(url, role=db.WRITER_ROLE) as conn:
+    with writer_session(url, conn) as conn:
+        # floats and text, not Decimal and UUID objects (the outcomes compare floats anyway:
+        # numeric -> float8 is the double nearest the decimal, as float(Decimal) is)
         cur = conn.execute(sql.SQL(
-            "SELECT original_event_id, event_creation_date, event_price_level, atr_at_event "
-            "FROM {} ORDER BY event_creation_date, original_event_id").format(events_leaf))
+            "SELECT original_event_id::text, event_creation_date, event_price_level::float8, "
+            "atr_at_event::float8 FROM {} ORDER BY event_creation_date, original_event_id"
+        ).format(events_leaf))
         events = pd.DataFrame(cur.fetchall(), columns=["original_event_id", "ts", "price", "atr"])
         if events.empty:
             return {"levels": 0, "changed": 0, "active": 0, "breached": 0, "seconds": 0.0}
@@ -71,13 +93,8 @@ def refresh_levels(url: str, pair: Pair) -> dict[str, float]:
         conn.execute("CREATE TEMP TABLE level_outcomes (original_event_id uuid, "
                      "event_creation_date timestamptz, test_count int, last_test_date "
                      "timestamptz, breach_date timestamptz, status varchar(20)) ON COMMIT DROP")
-        with conn.cursor().copy("COPY level_outcomes FROM STDIN") as cp:
-            for row in out.itertuples(index=False):
-                cp.write_row([row.original_event_id, row.event_creation_date,
-                              int(row.test_count),
-                              None if pd.isna(row.last_test_date) else row.last_test_date,
-                              None if pd.isna(row.breach_date) else row.breach_date,
-                              row.status])
+        with conn.cursor().copy("COPY level_outcomes FROM STDIN (FORMAT csv)") as cp:
+            cp.write(_csv(out))
         changed = conn.execute(sql.SQL(
             """UPDATE {} l SET test_count = o.test_count, last_test_date = o.last_test_date,
                       breach_date = o.breach_date, status = o.status
@@ -90,3 +107,15 @@ def refresh_levels(url: str, pair: Pair) -> dict[str, float]:
     breached = int((out["status"] == "breached").sum())
     return {"levels": len(out), "changed": changed, "active": len(out) - breached,
             "breached": breached, "seconds": time.perf_counter() - started}
+
+
+def _csv(out: pd.DataFrame) -> bytes:
+    """level_outcomes() rows as COPY (FORMAT csv) text, written by Arrow (NaT: an empty field,
+    NULL; timestamps in UTC with a Z, which timestamptz reads)."""
+    out = out.assign(**{c: pd.to_datetime(out[c], utc=True)
+                        for c in ("last_test_date", "breach_date")})
+    table = pa.Table.from_pandas(out, preserve_index=False)
+    buf = io.BytesIO()
+    pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False,
+                                                   quoting_style="none"))
+    return buf.getvalue()

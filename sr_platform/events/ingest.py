@@ -93,18 +93,21 @@ def _pair_of(key: str) -> Pair:
 
 
 class _Connections:
-    """One reader connection per worker thread (db.connect's), all closed at the end."""
+    """A reader (autocommit) and a writer connection per worker thread (db.connect's), all
+    closed at the end: two new connections per partition cost more than a small partition's
+    refresh."""
 
     def __init__(self, url: str) -> None:
         self.url, self.local, self.lock, self.stack = url, threading.local(), \
             threading.Lock(), ExitStack()
 
-    def get(self) -> psycopg.Connection:
-        conn = getattr(self.local, "conn", None)
-        if conn is None:
+    def get(self, role: str = db.READER_ROLE) -> psycopg.Connection:
+        conn = getattr(self.local, role, None)
+        if conn is None or conn.closed or conn.broken:
             with self.lock:
-                conn = self.local.conn = self.stack.enter_context(
-                    db.connect(self.url, role=db.READER_ROLE, autocommit=True))
+                conn = self.stack.enter_context(db.connect(
+                    self.url, role=role, autocommit=role == db.READER_ROLE))
+            setattr(self.local, role, conn)
         return conn
 
     def close(self) -> None:
@@ -114,8 +117,9 @@ class _Connections:
 def _refresh(url: str, conns: _Connections, part: _Partition) -> _Report:
     """Levels, features and statistics of one partition (in a worker thread)."""
     pair = part.pair
-    levels = refresh_levels(url, pair)
-    features = refresh_features(url, pair)
+    writer = conns.get(db.WRITER_ROLE)
+    levels = refresh_levels(url, pair, writer)
+    features = refresh_features(url, pair, writer)
     leaf = {t: sql.Identifier(loader.leaf_name(t, pair)) for t in (
         "new_resistance_events", "support_and_resistance_master", "event_features")}
     row = conns.get().execute(sql.SQL(
