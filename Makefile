@@ -45,9 +45,9 @@ db-stop: install
 
 # Issue 7's benchmarks in one process against one server (bench/run.py): load baselines and the
 # loader, queries at 1 y (~5M events), concurrent writers; prints the tables and writes
-# bench/results/latest.md, latest.json and a PNG per comparison (43 min on the shared 2-core
-# machine at load average 4-8; aimed at ~25 min on a quiet one).
-# SIZE=5 adds the queries at 5x (~25M events, about 25 min more). BENCH_ARGS passes more flags
+# bench/results/latest.md, latest.json and a PNG per comparison (about 20 min on a quiet 2-core
+# machine). SIZE=5 adds the queries at 5x (~25M events: 14 min to generate, 39 min in all,
+# ~20 GB of disk). BENCH_ARGS passes more flags
 # (e.g. BENCH_ARGS="--only queries", "--keep-cluster"). The single benchmarks stay runnable:
 # bench/*_bench.py (against the dev cluster).
 # Without SR_PLATFORM_DATABASE_URL it runs on a throwaway cluster of its own (.sr_platform-bench/,
