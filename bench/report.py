@@ -170,8 +170,9 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def charts(res: dict, out: Path) -> list[str]:
-    """One PNG per comparison; [] when matplotlib is not installed."""
+def charts(res: dict, out: Path, prefix: str = "") -> list[str]:
+    """One PNG per comparison, named `prefix` + its name (a report other than latest keeps
+    its own charts); [] when matplotlib is not installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -181,6 +182,7 @@ def charts(res: dict, out: Path) -> list[str]:
     made = []
 
     def save(fig, name):
+        name = prefix + name
         fig.tight_layout()
         fig.savefig(out / name, dpi=90)
         plt.close(fig)
@@ -249,7 +251,7 @@ def charts(res: dict, out: Path) -> list[str]:
 
 def write(res: dict, out: Path, name: str = "latest") -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    res["charts"] = charts(res, out)
+    res["charts"] = charts(res, out, "" if name == "latest" else f"{name}_")
     res["goals"] = goals(res)
     md, js = out / f"{name}.md", out / f"{name}.json"
     md.write_text(markdown(res))
