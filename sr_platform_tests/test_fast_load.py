@@ -335,3 +335,22 @@ def test_level_ids_derive_from_the_event_id_on_both_load_paths(clean_db, tmp_pat
     # a fixed value, so the namespace and the byte order can never drift
     assert scalar(clean_db, "SELECT level_id('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11')::text") \
         == "43a6868e-c0e3-b8d9-f344-58452194dbd8"
+
+
+def test_a_new_pairs_slice_is_checked_against_the_files_other_rows(clean_db, tmp_path,
+                                                                   monkeypatch):
+    """A pair's slice (Dagster's partition runs) writes only its rows, so the attach cannot see
+    an id its row repeats from another slice in an earlier chunk: a slice is always checked."""
+    monkeypatch.setattr(loader, "CHUNK_ROWS", 2)
+    new, other = new_instrument(), new_instrument()
+    path = write_csv(tmp_path / "slices.csv", [
+        row(10, instrument=other, original_event_id=ID["A"]),                 # line 2
+        row(11, instrument=new, original_event_id=ID["B"]),                   # 3
+        row(12, instrument=other, original_event_id=ID["C"]),                 # 4
+        row(13, instrument=new, original_event_id=ID["A"])])                  # 5: repeats 2
+    result = loader.load_file(path, clean_db, pair=(new, "H1"))
+    assert (result.loaded, result.rejected, result.new_pairs) == (1, 1, [(new, "H1")])
+    assert result.ids == {ID["B"]}
+    assert fetch_lines(clean_db, path) == [
+        (5, [f"original_event_id: duplicate of line 2 ({ID['A']})"])]
+    assert_registry_consistent(clean_db)

@@ -7,7 +7,6 @@ A new-resistance event at price P opens a level. Later events of the same pair d
 Status is 'breached' or 'active'; 'expired' is left to retention.
 """
 
-import io
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,12 +14,11 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 import psycopg
-import pyarrow as pa
-import pyarrow.csv as pacsv
 from psycopg import sql
 
 from . import db
 from .keys import Pair, leaf_name
+from .loader import copy_csv
 
 TEST_BAND_ATR = 0.25
 TEST_WINDOW = 200
@@ -93,8 +91,11 @@ def refresh_levels(url: str, pair: Pair, conn: psycopg.Connection | None = None
         conn.execute("CREATE TEMP TABLE level_outcomes (original_event_id uuid, "
                      "event_creation_date timestamptz, test_count int, last_test_date "
                      "timestamptz, breach_date timestamptz, status varchar(20)) ON COMMIT DROP")
+        # NaT (no test, no breach) becomes an empty field: NULL
+        timestamps = {c: pd.to_datetime(out[c], utc=True) for c in ("last_test_date",
+                                                                    "breach_date")}
         with conn.cursor().copy("COPY level_outcomes FROM STDIN (FORMAT csv)") as cp:
-            cp.write(_csv(out))
+            cp.write(copy_csv(out.assign(**timestamps), tuple(out.columns)))
         changed = conn.execute(sql.SQL(
             """UPDATE {} l SET test_count = o.test_count, last_test_date = o.last_test_date,
                       breach_date = o.breach_date, status = o.status
@@ -108,14 +109,3 @@ def refresh_levels(url: str, pair: Pair, conn: psycopg.Connection | None = None
     return {"levels": len(out), "changed": changed, "active": len(out) - breached,
             "breached": breached, "seconds": time.perf_counter() - started}
 
-
-def _csv(out: pd.DataFrame) -> bytes:
-    """level_outcomes() rows as COPY (FORMAT csv) text, written by Arrow (NaT: an empty field,
-    NULL; timestamps in UTC with a Z, which timestamptz reads)."""
-    out = out.assign(**{c: pd.to_datetime(out[c], utc=True)
-                        for c in ("last_test_date", "breach_date")})
-    table = pa.Table.from_pandas(out, preserve_index=False)
-    buf = io.BytesIO()
-    pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False,
-                                                   quoting_style="none"))
-    return buf.getvalue()

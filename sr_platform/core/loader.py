@@ -150,11 +150,11 @@ def level_ids(event_ids: pd.Series) -> list[str]:
     return [md5(ns + raw[i:i + 16]).hexdigest() for i in range(0, len(raw), 16)]
 
 
-def _csv(frame: pd.DataFrame, columns: tuple[str, ...]) -> bytes:
+def copy_csv(frame: pd.DataFrame, columns: tuple[str, ...]) -> bytes:
     """COPY ... (FORMAT csv) text, written by Arrow's C++ writer. Values are validated text
     without commas, quotes or newlines (quoting_style none refuses any that would need
-    quoting rather than write them wrong); an empty unquoted field is NULL, which only the
-    nullable volume can be."""
+    quoting rather than write them wrong); an empty unquoted field (a null, NaN or NaT) is
+    NULL: of the events only the nullable volume can be."""
     table = pa.Table.from_pandas(frame[list(columns)], preserve_index=False)
     out = io.BytesIO()
     pacsv.write_csv(table, out, _CSV)
@@ -171,7 +171,7 @@ def _copy(conn: psycopg.Connection, table: str, frame: pd.DataFrame, columns: tu
             sql.SQL(", FREEZE" if freeze else ""))) as cp:
         for start in range(0, len(frame), COPY_CHUNK):
             chunk = frame.iloc[start:start + COPY_CHUNK]
-            cp.write(_csv(chunk, columns))
+            cp.write(copy_csv(chunk, columns))
             if progress:
                 progress(len(chunk))
 
@@ -252,8 +252,10 @@ class _FileLoad:
         self.conn, self.schema, self.result, self.pair, self.lap = conn, schema, result, pair, lap
         self.source, self.sha256, self.progress = source, sha256, progress
         self.pairs, self.staged = pairs, staged
-        # staged pairs whose rows skip the per-chunk id checks (see load_file)
+        # staged pairs whose rows skip the per-chunk id checks (see load_file); a file of new
+        # pairs only (a backfill) skips them without looking at its rows' keys
         self.trusted = {f"{i}/{g}" for i, g in trusted or ()}
+        self.all_trusted = bool(trusted) and set(pairs) <= set(trusted)
         # existing leaves: the planner's row estimate, and rows added since (ANALYZE policy)
         self.tuples = tuples
         self.pending: Counter = Counter()
@@ -355,7 +357,9 @@ class _FileLoad:
         rejected = list(checked.rejected)
         duplicate = pd.Series(False, index=good.index)
         check = good
-        if self.trusted and len(good):
+        if self.all_trusted:
+            check = good.iloc[:0]
+        elif self.trusted and len(good):
             check = good[~(good["instrument"] + "/" + good["granularity"]).isin(self.trusted)]
         if len(check):
             known = self._known(check)
@@ -503,11 +507,12 @@ def load_file(path: Path, url: str | None = None, pair: Pair | None = None,
     psycopg errors when the database fails (the transaction is then rolled back: nothing of the
     file is stored).
 
-    Rows of new partitions (staged leaves) are first loaded without the per-chunk id checks:
-    every id they hold twice or share with a stored event makes the attach fail (the leaf's
-    primary key, the registry's), and only then is the file loaded again with every row
-    checked, which quarantines those rows by rule. A first load of fresh ids (backfills,
-    new instruments) skips the checks' cost: a third of a new partition's load."""
+    Rows of new partitions (staged leaves) of a whole file are first loaded without the
+    per-chunk id checks: every id they hold twice or share with a stored event makes the
+    attach fail (the leaf's primary key, the registry's), and only then is the file loaded
+    again with every row checked, which quarantines those rows by rule. A first load of fresh
+    ids (backfills, new instruments) skips the checks' cost: a third of a new partition's
+    load."""
     url = url or db.database_url()
     if connection is None:
         with _one_connection(url) as c:
@@ -569,7 +574,10 @@ def _load_file(path: Path, url: str, pair: Pair | None, assume_tz: str | None,
             lap("stage")
         tuples = _leaf_tuples(conn, [p for p in pairs if p not in staged])
         load = _FileLoad(conn, schema, result, pair, pairs, staged, tuples, source,
-                         scanned.sha256, progress, lap, staged if trust_staged else None)
+                         scanned.sha256, progress, lap,
+                         # a slice's rows are checked: the other slices' rows, which its rows
+                         # may repeat, are not written, so the attach could not see them
+                         staged if trust_staged and pair is None else None)
         for raw, checked in _prefetched(_checked_chunks(f, assume_tz, CHUNK_ROWS)):
             lap("read+validate (waiting)")
             load.chunk(raw, checked)
