@@ -1,0 +1,138 @@
+"""check_failure_alert in real Dagster: an asset check failing at ERROR becomes one alert line
+(check, asset, partition, figures) when it starts failing, none while it stays failed, a
+'resolved' line when it passes, and a new alert when it fails again; the alert log is private."""
+
+import json
+import os
+import stat
+
+import dagster as dg
+import pytest
+
+from sr_platform.core.alerts import send_alert
+from sr_platform.operations.assets import database_health
+from sr_platform.operations.resources import BackupStore
+from sr_platform.operations.sensors import check_failure_alert
+from sr_platform.resources import PostgresResource
+
+
+def _lines(log) -> list[dict]:
+    return [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+
+
+def _instance(tmp_path):
+    """A test instance whose event log is one database with storage ids across runs, as the
+    project's PostgreSQL storage (Dagster's default SQLite one is sharded per run)."""
+    return dg.instance_for_test(overrides={"event_log_storage": {
+        "module": "dagster._core.storage.event_log",
+        "class": "ConsolidatedSqliteEventLogStorage",
+        "config": {"base_dir": str(tmp_path / "event_log")}}})
+
+
+def _tick(instance: dg.DagsterInstance, cursor: str | None) -> str | None:
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor)
+    return check_failure_alert.evaluate_tick(ctx).cursor
+
+
+def test_the_alert_log_is_0600_in_a_0700_directory(tmp_path):
+    log = tmp_path / "alerts" / "deeper" / "alerts.log"
+    old = os.umask(0o022)  # the usual umask would give 0755 / 0644
+    try:
+        send_alert("job", "run", "boom", log=log, webhook=None)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    for d in (log.parent, log.parent.parent):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    assert _lines(log)[0]["error"] == "boom"
+
+
+@pytest.fixture
+def health_resources(server_url, make_db, tmp_path, monkeypatch):
+    # only the checks this test drives can reach ERROR, whatever this machine's disks
+    monkeypatch.setenv("SR_PLATFORM_HEALTH_FREE_DISK_PCT_ERROR", "-1")
+    monkeypatch.setenv("SR_PLATFORM_HEALTH_WAL_ARCHIVE_FREE_PCT_ERROR", "-1")
+    monkeypatch.setenv("SR_PLATFORM_ALERT_LOG", str(tmp_path / "alerts.log"))
+    monkeypatch.delenv("SR_PLATFORM_ALERT_WEBHOOK", raising=False)
+    return {"postgres": PostgresResource(database_url=make_db(server_url)),
+            "backups": BackupStore(path=str(tmp_path / "backups"))}
+
+
+def _dead_ratio_fails(monkeypatch, fails: bool) -> None:
+    """The worst dead-tuple ratio (0.0 here) is over an ERROR threshold of -1, under 2."""
+    for level in ("WARN", "ERROR"):
+        monkeypatch.setenv(f"SR_PLATFORM_HEALTH_DEAD_TUPLE_RATIO_{level}",
+                           "-1" if fails else "2")
+
+
+def test_an_error_health_check_pages_once_per_failure(health_resources, tmp_path,
+                                                      monkeypatch):
+    log = tmp_path / "alerts.log"
+    with _instance(tmp_path) as instance:
+        def run(dead_ratio_fails: bool) -> str:
+            _dead_ratio_fails(monkeypatch, dead_ratio_fails)
+            result = dg.materialize([database_health], resources=health_resources,
+                                    instance=instance)
+            assert result.success  # health checks never fail their run: only this sensor pages
+            return result.run_id
+
+        first = run(True)
+        cursor = _tick(instance, None)
+        lines = _lines(log)
+        # the empty backup directory: backup_is_recent fails at ERROR too
+        assert sorted(x["check"] for x in lines) == ["backup_is_recent", "dead_tuple_ratio"]
+        (dead,) = [x for x in lines if x["check"] == "dead_tuple_ratio"]
+        assert (dead["asset"], dead["partition"], dead["severity"], dead["run_id"],
+                dead["job"]) == ("database_health", None, "ERROR", first, "__ephemeral_asset_job__")
+        assert dead["metadata"] == {"max_dead_tuple_ratio": 0.0, "warn_ratio": -1.0,
+                                    "error_ratio": -1.0}
+        assert dead["description"] == "worst leaf has 0.0% dead rows"
+        assert dead["error"] == ("check dead_tuple_ratio on database_health failed (ERROR): "
+                                 "worst leaf has 0.0% dead rows")
+        assert _tick(instance, cursor) == cursor  # nothing new: nothing sent
+
+        run(True)  # still failing: no second alert
+        cursor = _tick(instance, cursor)
+        assert len(_lines(log)) == 2
+
+        run(False)  # passes: one 'resolved' line, no alert
+        cursor = _tick(instance, cursor)
+        (resolved,) = _lines(log)[2:]
+        assert (resolved["check"], resolved["resolved"], resolved["error"]) == (
+            "dead_tuple_ratio", True, "check dead_tuple_ratio on database_health passed")
+
+        again = run(True)  # fails again: a second alert
+        _tick(instance, cursor)
+        (alert,) = _lines(log)[3:]
+        assert (alert["check"], alert["run_id"], alert["metadata"]["max_dead_tuple_ratio"]) \
+            == ("dead_tuple_ratio", again, 0.0)
+        assert "resolved" not in alert
+
+
+def test_a_partitioned_checks_alert_names_its_partition(tmp_path, monkeypatch):
+    monkeypatch.setenv("SR_PLATFORM_ALERT_LOG", str(tmp_path / "alerts.log"))
+    monkeypatch.delenv("SR_PLATFORM_ALERT_WEBHOOK", raising=False)
+    parts = dg.StaticPartitionsDefinition(["EUR_USD", "GBP_USD"])
+
+    @dg.asset(partitions_def=parts, check_specs=[dg.AssetCheckSpec("rows", asset="prices")])
+    def prices(context: dg.AssetExecutionContext):
+        yield dg.MaterializeResult()
+        yield dg.AssetCheckResult(check_name="rows", passed=context.partition_key != "GBP_USD",
+                                  metadata={"rows": 0}, description="no rows")
+
+    with _instance(tmp_path) as instance:
+        for key in ("EUR_USD", "GBP_USD"):
+            dg.materialize([prices], partition_key=key, instance=instance,
+                           raise_on_error=False)
+        _tick(instance, None)
+    (line,) = _lines(tmp_path / "alerts.log")
+    assert (line["check"], line["asset"], line["partition"], line["metadata"]) == (
+        "rows", "prices", "GBP_USD", {"rows": 0})
+
+
+def test_a_run_sharded_event_log_is_skipped_not_an_error():
+    with dg.instance_for_test() as instance:  # Dagster's default: SQLite sharded per run
+        ctx = dg.build_sensor_context(instance=instance)
+        data = check_failure_alert.evaluate_tick(ctx)
+    assert data.skip_message.startswith("this Dagster instance's event log is run-sharded")
+    assert data.cursor is None
