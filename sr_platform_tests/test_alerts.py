@@ -5,6 +5,9 @@
 import json
 import os
 import stat
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
 import pytest
@@ -65,7 +68,29 @@ def _dead_ratio_fails(monkeypatch, fails: bool) -> None:
                            "-1" if fails else "2")
 
 
-def test_an_error_health_check_pages_once_per_failure(health_resources, tmp_path,
+class _Hook(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        _Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hook(monkeypatch) -> Iterator[list[dict]]:
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SR_PLATFORM_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_port}/")
+    _Hook.received = []
+    yield _Hook.received
+    server.shutdown()
+
+
+def test_an_error_health_check_pages_once_per_failure(health_resources, hook, tmp_path,
                                                       monkeypatch):
     log = tmp_path / "alerts.log"
     with _instance(tmp_path) as instance:
@@ -89,6 +114,9 @@ def test_an_error_health_check_pages_once_per_failure(health_resources, tmp_path
         assert dead["description"] == "worst leaf has 0.0% dead rows"
         assert dead["error"] == ("check dead_tuple_ratio on database_health failed (ERROR): "
                                  "worst leaf has 0.0% dead rows")
+        # the webhook got the same two alerts; the log notes its answer
+        assert sorted(x["check"] for x in hook) == ["backup_is_recent", "dead_tuple_ratio"]
+        assert {x["webhook"] for x in lines} == {204}
         assert _tick(instance, cursor) == cursor  # nothing new: nothing sent
 
         run(True)  # still failing: no second alert
@@ -107,6 +135,7 @@ def test_an_error_health_check_pages_once_per_failure(health_resources, tmp_path
         assert (alert["check"], alert["run_id"], alert["metadata"]["max_dead_tuple_ratio"]) \
             == ("dead_tuple_ratio", again, 0.0)
         assert "resolved" not in alert
+        assert len(hook) == 3  # the resolved line is logged, not posted
 
 
 def test_a_partitioned_checks_alert_names_its_partition(tmp_path, monkeypatch):
