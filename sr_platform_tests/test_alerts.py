@@ -1,17 +1,20 @@
 """check_failure_alert in real Dagster: an asset check failing at ERROR becomes one alert line
 (check, asset, partition, figures) when it starts failing, none while it stays failed, a
-'resolved' line when it passes, and a new alert when it fails again; the alert log is private."""
+'resolved' line when it passes, and a new alert when it fails again (on PostgreSQL instance
+storage, as the project runs); the alert log is private."""
 
 import json
 import os
 import stat
 import threading
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
 import pytest
 
+from sr_platform.core import db
 from sr_platform.core.alerts import send_alert
 from sr_platform.operations.assets import database_health
 from sr_platform.operations.resources import BackupStore
@@ -21,6 +24,20 @@ from sr_platform.resources import PostgresResource
 
 def _lines(log) -> list[dict]:
     return [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+
+
+@pytest.fixture
+def pg_instance(server_url) -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance on PostgreSQL storage, as the project's dagster.yaml configures."""
+    name = f"srtest_dagster_{uuid.uuid4().hex[:8]}"
+    db.ensure_database(server_url, name, owner=db.DAGSTER_ROLE)
+    storage = db.role_url(db.with_database(server_url, name), db.DAGSTER_ROLE)
+    try:
+        with dg.instance_for_test(overrides={"storage": {"postgres": {
+                "postgres_url": db.sqlalchemy_url(storage, "psycopg2")}}}) as instance:
+            yield instance
+    finally:
+        db.drop_database(server_url, name)
 
 
 def _instance(tmp_path):
@@ -90,52 +107,53 @@ def hook(monkeypatch) -> Iterator[list[dict]]:
     server.shutdown()
 
 
-def test_an_error_health_check_pages_once_per_failure(health_resources, hook, tmp_path,
-                                                      monkeypatch):
+def test_an_error_health_check_pages_once_per_failure(health_resources, hook, pg_instance,
+                                                      tmp_path, monkeypatch):
     log = tmp_path / "alerts.log"
-    with _instance(tmp_path) as instance:
-        def run(dead_ratio_fails: bool) -> str:
-            _dead_ratio_fails(monkeypatch, dead_ratio_fails)
-            result = dg.materialize([database_health], resources=health_resources,
-                                    instance=instance)
-            assert result.success  # health checks never fail their run: only this sensor pages
-            return result.run_id
+    instance = pg_instance
 
-        first = run(True)
-        cursor = _tick(instance, None)
-        lines = _lines(log)
-        # the empty backup directory: backup_is_recent fails at ERROR too
-        assert sorted(x["check"] for x in lines) == ["backup_is_recent", "dead_tuple_ratio"]
-        (dead,) = [x for x in lines if x["check"] == "dead_tuple_ratio"]
-        assert (dead["asset"], dead["partition"], dead["severity"], dead["run_id"],
-                dead["job"]) == ("database_health", None, "ERROR", first, "__ephemeral_asset_job__")
-        assert dead["metadata"] == {"max_dead_tuple_ratio": 0.0, "warn_ratio": -1.0,
-                                    "error_ratio": -1.0}
-        assert dead["description"] == "worst leaf has 0.0% dead rows"
-        assert dead["error"] == ("check dead_tuple_ratio on database_health failed (ERROR): "
-                                 "worst leaf has 0.0% dead rows")
-        # the webhook got the same two alerts; the log notes its answer
-        assert sorted(x["check"] for x in hook) == ["backup_is_recent", "dead_tuple_ratio"]
-        assert {x["webhook"] for x in lines} == {204}
-        assert _tick(instance, cursor) == cursor  # nothing new: nothing sent
+    def run(dead_ratio_fails: bool) -> str:
+        _dead_ratio_fails(monkeypatch, dead_ratio_fails)
+        result = dg.materialize([database_health], resources=health_resources,
+                                instance=instance)
+        assert result.success  # health checks never fail their run: only this sensor pages
+        return result.run_id
 
-        run(True)  # still failing: no second alert
-        cursor = _tick(instance, cursor)
-        assert len(_lines(log)) == 2
+    first = run(True)
+    cursor = _tick(instance, None)
+    lines = _lines(log)
+    # the empty backup directory: backup_is_recent fails at ERROR too
+    assert sorted(x["check"] for x in lines) == ["backup_is_recent", "dead_tuple_ratio"]
+    (dead,) = [x for x in lines if x["check"] == "dead_tuple_ratio"]
+    assert (dead["asset"], dead["partition"], dead["severity"], dead["run_id"],
+            dead["job"]) == ("database_health", None, "ERROR", first, "__ephemeral_asset_job__")
+    assert dead["metadata"] == {"max_dead_tuple_ratio": 0.0, "warn_ratio": -1.0,
+                                "error_ratio": -1.0}
+    assert dead["description"] == "worst leaf has 0.0% dead rows"
+    assert dead["error"] == ("check dead_tuple_ratio on database_health failed (ERROR): "
+                             "worst leaf has 0.0% dead rows")
+    # the webhook got the same two alerts; the log notes its answer
+    assert sorted(x["check"] for x in hook) == ["backup_is_recent", "dead_tuple_ratio"]
+    assert {x["webhook"] for x in lines} == {204}
+    assert _tick(instance, cursor) == cursor  # nothing new: nothing sent
 
-        run(False)  # passes: one 'resolved' line, no alert
-        cursor = _tick(instance, cursor)
-        (resolved,) = _lines(log)[2:]
-        assert (resolved["check"], resolved["resolved"], resolved["error"]) == (
-            "dead_tuple_ratio", True, "check dead_tuple_ratio on database_health passed")
+    run(True)  # still failing: no second alert
+    cursor = _tick(instance, cursor)
+    assert len(_lines(log)) == 2
 
-        again = run(True)  # fails again: a second alert
-        _tick(instance, cursor)
-        (alert,) = _lines(log)[3:]
-        assert (alert["check"], alert["run_id"], alert["metadata"]["max_dead_tuple_ratio"]) \
-            == ("dead_tuple_ratio", again, 0.0)
-        assert "resolved" not in alert
-        assert len(hook) == 3  # the resolved line is logged, not posted
+    run(False)  # passes: one 'resolved' line, no alert
+    cursor = _tick(instance, cursor)
+    (resolved,) = _lines(log)[2:]
+    assert (resolved["check"], resolved["resolved"], resolved["error"]) == (
+        "dead_tuple_ratio", True, "check dead_tuple_ratio on database_health passed")
+
+    again = run(True)  # fails again: a second alert
+    _tick(instance, cursor)
+    (alert,) = _lines(log)[3:]
+    assert (alert["check"], alert["run_id"], alert["metadata"]["max_dead_tuple_ratio"]) \
+        == ("dead_tuple_ratio", again, 0.0)
+    assert "resolved" not in alert
+    assert len(hook) == 3  # the resolved line is logged, not posted
 
 
 def test_a_partitioned_checks_alert_names_its_partition(tmp_path, monkeypatch):
