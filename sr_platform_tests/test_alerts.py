@@ -16,6 +16,7 @@ import pytest
 
 from sr_platform.core import db
 from sr_platform.core.alerts import send_alert
+from sr_platform.operations import sensors
 from sr_platform.operations.assets import database_health
 from sr_platform.operations.resources import BackupStore
 from sr_platform.operations.sensors import check_failure_alert
@@ -156,25 +157,46 @@ def test_an_error_health_check_pages_once_per_failure(health_resources, hook, pg
     assert len(hook) == 3  # the resolved line is logged, not posted
 
 
-def test_a_partitioned_checks_alert_names_its_partition(tmp_path, monkeypatch):
+def test_history_before_the_first_tick_pages_only_what_still_fails(tmp_path, monkeypatch):
+    """A partitioned check's alerts name the partition; the sensor's first pass over history
+    (several ticks here) pages what still fails at its end, from its first failing evaluation,
+    not what failed and recovered before."""
     monkeypatch.setenv("SR_PLATFORM_ALERT_LOG", str(tmp_path / "alerts.log"))
     monkeypatch.delenv("SR_PLATFORM_ALERT_WEBHOOK", raising=False)
-    parts = dg.StaticPartitionsDefinition(["EUR_USD", "GBP_USD"])
+    monkeypatch.setattr(sensors, "BATCH", 2)
+    passes: dict[str, bool] = {}
 
-    @dg.asset(partitions_def=parts, check_specs=[dg.AssetCheckSpec("rows", asset="prices")])
+    @dg.asset(partitions_def=dg.StaticPartitionsDefinition(["EUR_USD", "GBP_USD"]),
+              check_specs=[dg.AssetCheckSpec("rows", asset="prices")])
     def prices(context: dg.AssetExecutionContext):
         yield dg.MaterializeResult()
-        yield dg.AssetCheckResult(check_name="rows", passed=context.partition_key != "GBP_USD",
+        yield dg.AssetCheckResult(check_name="rows", passed=passes[context.partition_key],
                                   metadata={"rows": 0}, description="no rows")
 
+    def run(instance: dg.DagsterInstance, key: str, passed: bool) -> str:
+        passes[key] = passed
+        return dg.materialize([prices], partition_key=key, instance=instance,
+                              raise_on_error=False).run_id
+
+    log = tmp_path / "alerts.log"
     with _instance(tmp_path) as instance:
-        for key in ("EUR_USD", "GBP_USD"):
-            dg.materialize([prices], partition_key=key, instance=instance,
-                           raise_on_error=False)
-        _tick(instance, None)
-    (line,) = _lines(tmp_path / "alerts.log")
-    assert (line["check"], line["asset"], line["partition"], line["metadata"]) == (
-        "rows", "prices", "GBP_USD", {"rows": 0})
+        run(instance, "GBP_USD", False)
+        run(instance, "GBP_USD", True)  # failed and recovered before the sensor ran
+        eur = run(instance, "EUR_USD", False)
+        run(instance, "EUR_USD", False)
+        run(instance, "GBP_USD", True)
+        cursor = _tick(instance, None)  # evaluations 1-2
+        cursor = _tick(instance, cursor)  # 3-4
+        assert _lines(log) == []
+        cursor = _tick(instance, cursor)  # 5: history read
+        (line,) = _lines(log)
+        assert (line["check"], line["asset"], line["partition"], line["metadata"],
+                line["run_id"]) == ("rows", "prices", "EUR_USD", {"rows": 0}, eur)
+        assert json.loads(cursor)["catch_up"] is None
+        gbp = run(instance, "GBP_USD", False)  # from now on, every transition pages
+        _tick(instance, cursor)
+    (line,) = _lines(log)[1:]
+    assert (line["partition"], line["run_id"]) == ("GBP_USD", gbp)
 
 
 def test_a_run_sharded_event_log_is_skipped_not_an_error():

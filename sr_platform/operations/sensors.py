@@ -2,7 +2,8 @@
 POST to SR_PLATFORM_ALERT_WEBHOOK when set:
 - run_failure_alert: every failed run;
 - check_failure_alert: every asset check of any asset (health, SLA, events, backup) that fails
-  at ERROR severity, once when it starts failing (not on every run while it stays failed)."""
+  at ERROR severity, once when it starts failing (not on every run while it stays failed).
+  Its first pass over an instance's history pages only what is still failing at its end."""
 
 import json
 from datetime import UTC, datetime
@@ -51,6 +52,38 @@ def _details(evaluation, asset: str, partition: str | None) -> dict:
             "metadata": {k: _figure(v) for k, v in evaluation.metadata.items()}}
 
 
+class _Evaluation:
+    """One ASSET_CHECK_EVALUATION record, as the alert needs it."""
+
+    def __init__(self, record: dg.EventLogRecord, instance: dg.DagsterInstance,
+                 runs: dict[str, str | None]):
+        self.entry = record.event_log_entry
+        ev = self.entry.dagster_event.asset_check_evaluation_data
+        asset = ev.asset_key.to_user_string()
+        partition = _partition(record, instance, runs)
+        self.key = (asset, ev.check_name, partition)
+        self.error = not ev.passed and ev.severity == dg.AssetCheckSeverity.ERROR
+        self.passed = ev.passed
+        self.details = _details(ev, asset, partition)
+        self.when = datetime.fromtimestamp(self.entry.timestamp, UTC)
+        self.where = f"check {ev.check_name} on {asset}{f' [{partition}]' if partition else ''}"
+
+    def alert(self) -> None:
+        send_alert(self.entry.job_name or "", self.entry.run_id,
+                   f"{self.where} failed (ERROR): "
+                   f"{self.details['description'] or 'no description'}",
+                   when=self.when, details=self.details)
+
+    def resolved(self) -> None:
+        write_line({"job": self.entry.job_name, "run_id": self.entry.run_id, "resolved": True,
+                    "error": f"{self.where} {'passed' if self.passed else 'is at WARN'}",
+                    "time": self.when.isoformat(), **self.details})
+
+
+def _key_order(key: tuple) -> tuple:
+    return tuple(x or "" for x in key)
+
+
 @dg.sensor(name="check_failure_alert", default_status=dg.DefaultSensorStatus.RUNNING,
            minimum_interval_seconds=30,
            description="Every asset check that fails at ERROR severity (health, SLA, events, "
@@ -58,48 +91,56 @@ def _details(evaluation, asset: str, partition: str | None) -> dict:
                        "SR_PLATFORM_ALERT_WEBHOOK when set) when it starts failing: the "
                        "previous evaluation of that check and partition passed, failed at "
                        "WARN, or there was none. While it stays failed it alerts no more; "
-                       "its recovery is logged as a 'resolved' line.")
+                       "its recovery is logged as a 'resolved' line. Its first pass over "
+                       "the instance's history pages only what still fails at its end.")
 def check_failure_alert(context: dg.SensorEvaluationContext) -> dg.SkipReason:
     storage = context.instance.event_log_storage
     if storage.is_run_sharded:  # its event ids are per run: no cursor across runs
         return dg.SkipReason("this Dagster instance's event log is run-sharded (Dagster's "
                              "default SQLite); check alerts need the project's instance "
                              "(dagster.yaml: PostgreSQL storage)")
-    # cursor: the last evaluation read (storage id) and the (asset, check, partition) keys
-    # whose latest evaluation failed at ERROR, i.e. those already alerted
-    state = json.loads(context.cursor) if context.cursor else {"after": None, "failing": []}
+    # cursor: the last evaluation read (storage id); the (asset, check, partition) keys whose
+    # latest evaluation failed at ERROR (already alerted); and, until the sensor's first pass
+    # over the instance's history is done, the evaluation each failing key started failing
+    # with: history is not paged, only what is still failing once it is read
+    state = json.loads(context.cursor) if context.cursor else \
+        {"after": None, "failing": [], "catch_up": []}
     failing = {tuple(k) for k in state["failing"]}
+    catch_up = {tuple(k[:-1]): k[-1] for k in state["catch_up"]} \
+        if state["catch_up"] is not None else None
     records = storage.get_event_records(
         dg.EventRecordsFilter(dg.DagsterEventType.ASSET_CHECK_EVALUATION,
                               after_cursor=state["after"]), limit=BATCH, ascending=True)
     runs: dict[str, str | None] = {}
     alerted = resolved = 0
     for record in records:
-        entry = record.event_log_entry
-        evaluation = entry.dagster_event.asset_check_evaluation_data
-        asset = evaluation.asset_key.to_user_string()
-        partition = _partition(record, context.instance, runs)
-        key = (asset, evaluation.check_name, partition)
-        error = not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
-        details = _details(evaluation, asset, partition)
-        when = datetime.fromtimestamp(entry.timestamp, UTC)
-        where = f"{asset}{f' [{partition}]' if partition else ''}"
-        if error and key not in failing:
-            failing.add(key)
-            alerted += 1
-            send_alert(entry.job_name or "", entry.run_id,
-                       f"check {evaluation.check_name} on {where} failed (ERROR): "
-                       f"{evaluation.description or 'no description'}", when=when,
-                       details=details)
-        elif not error and key in failing:
-            failing.discard(key)
-            resolved += 1
-            write_line({"job": entry.job_name, "run_id": entry.run_id, "resolved": True,
-                        "error": f"check {evaluation.check_name} on {where} "
-                                 f"{'passed' if evaluation.passed else 'is at WARN'}",
-                        "time": when.isoformat(), **details})
-    after = records[-1].storage_id if records else state["after"]
-    context.update_cursor(json.dumps({"after": after, "failing": sorted(
-        failing, key=lambda k: tuple(x or "" for x in k))}))
+        ev = _Evaluation(record, context.instance, runs)
+        if ev.error and ev.key not in failing:
+            failing.add(ev.key)
+            if catch_up is None:
+                ev.alert()
+                alerted += 1
+            else:
+                catch_up[ev.key] = record.storage_id
+        elif not ev.error and ev.key in failing:
+            failing.discard(ev.key)
+            if catch_up is None:
+                ev.resolved()
+                resolved += 1
+            else:
+                catch_up.pop(ev.key)
+    if catch_up is not None and len(records) < BATCH:  # history read: page what still fails
+        if catch_up:
+            for record in storage.get_event_records(dg.EventRecordsFilter(
+                    dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+                    storage_ids=sorted(catch_up.values())), ascending=True):
+                _Evaluation(record, context.instance, runs).alert()
+                alerted += 1
+        catch_up = None
+    context.update_cursor(json.dumps({
+        "after": records[-1].storage_id if records else state["after"],
+        "failing": sorted(failing, key=_key_order),
+        "catch_up": None if catch_up is None else
+        [[*k, sid] for k, sid in sorted(catch_up.items(), key=lambda i: _key_order(i[0]))]}))
     return dg.SkipReason(f"{len(records)} check evaluations read: {alerted} alerts, "
                          f"{resolved} resolved; {len(failing)} checks failing at ERROR")
