@@ -72,8 +72,17 @@ def _leaf_stats(url: str, table: str, pair: tuple[str, str]) -> tuple[int, int]:
                 "of the landing files, validated and loaded exactly once; bad rows go to "
                 "rejected_events.",
     check_specs=[
-        dg.AssetCheckSpec(name, asset="new_resistance_events")
-        for name in (CHECK_COUNTS, CHECK_CATCH_ALL, CHECK_REBOUND, CHECK_REJECTED)
+        dg.AssetCheckSpec(name, asset="new_resistance_events", description=text)
+        for name, text in (
+            (CHECK_COUNTS, "Every distinct valid event id of the partition's source rows is in "
+                           "the table (ERROR otherwise)."),
+            (CHECK_CATCH_ALL, "No row in a NULL-guard partition, no DEFAULT partition (ERROR "
+                              "otherwise)."),
+            (CHECK_REBOUND, "Each loaded row's rebound in ATR equals its rebound over its ATR, "
+                            "within the 6-decimal rounding (ERROR otherwise)."),
+            (CHECK_REJECTED, "The partition's source files had no rejected rows (WARN "
+                             "otherwise: see table rejected_events)."),
+        )
     ],
 )
 def new_resistance_events(context: dg.AssetExecutionContext, config: LoadConfig,
