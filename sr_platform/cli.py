@@ -44,7 +44,7 @@ def _db_status(args) -> int:
         u = make_url(external)
         print(f"database: external ({settings.DATABASE_URL_ENV}) {u.host}:{u.port}/{u.database}")
         try:
-            s = schema_summary(external)
+            s = schema_summary(db.database_url(role=db.READER_ROLE))  # a read: as the reader
         except Exception as exc:  # noqa: BLE001 - status reports, never raises
             print(f"state:    unreachable ({exc.__class__.__name__}: {exc})")
             return 1
@@ -74,8 +74,9 @@ def _db_upgrade(args) -> int:
     if args.backup_first:
         b = backup.take_backup()
         print(f"backup {b.id} {b.path} (restore with `sr-platform restore {b.id} --into NAME`)")
-    migrate.upgrade(db.database_url(), args.revision)
-    print(f"at revision {migrate.current(db.database_url())}")
+    owner = db.database_url(role=db.OWNER_ROLE)  # SR_PLATFORM_OWNER_URL where set
+    migrate.upgrade(owner, args.revision)
+    print(f"at revision {migrate.current(owner)}")
     return 0
 
 
@@ -84,14 +85,15 @@ def _db_downgrade(args) -> int:
     if args.backup_first:
         b = backup.take_backup()
         print(f"backup {b.id} {b.path} (restore with `sr-platform restore {b.id} --into NAME`)")
-    migrate.downgrade(db.database_url(), args.revision, allow_data_loss=args.allow_data_loss)
-    print(f"at revision {migrate.current(db.database_url())}")
+    owner = db.database_url(role=db.OWNER_ROLE)
+    migrate.downgrade(owner, args.revision, allow_data_loss=args.allow_data_loss)
+    print(f"at revision {migrate.current(owner)}")
     return 0
 
 
 def _db_current(args) -> int:
     from .core import migrate
-    rev = migrate.current(db.database_url())
+    rev = migrate.current(db.database_url(role=db.OWNER_ROLE))
     print(f"{rev} (head)" if rev == migrate.head() else str(rev))
     return 0
 
