@@ -613,12 +613,22 @@ def storable(value):
     return value
 
 
+def _has_nul(s: pd.Series) -> bool:
+    """Whether any value of a text column holds a NUL (a screen: one join, not a loop)."""
+    if not (s.dtype == object or pd.api.types.is_string_dtype(s)):
+        return False
+    values = s.tolist()
+    try:
+        return "\x00" in "".join(values)
+    except TypeError:  # not all str (Parquet objects, None): value by value
+        return any(isinstance(v, str) and "\x00" in v for v in values)
+
+
 def _nul_rows(f: pd.DataFrame) -> tuple[np.ndarray, list[Rejected]]:
     """Rows with a NUL byte in a field: refused by their own rule alone (the other rules'
     messages would quote the NUL), their raw record stored with the NUL escaped."""
     hits = {c: f[c].map(lambda v: isinstance(v, str) and "\x00" in v).to_numpy(dtype=bool)
-            for c in f.columns if c != "_line"
-            and (f[c].dtype == object or pd.api.types.is_string_dtype(f[c]))}
+            for c in f.columns if c != "_line" and _has_nul(f[c])}
     bad = np.zeros(len(f), dtype=bool)
     for mask in hits.values():
         bad |= mask
