@@ -245,3 +245,22 @@ def test_owner_writer_and_reader_urls_are_each_used_for_their_work(three_logins,
         assert conn.execute("SELECT session_user::text").fetchone() == (logins[db.WRITER_ROLE],)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("CREATE TABLE t (i int)")
+
+
+def test_landing_scan_reads_the_old_cursor_and_survives_a_clock_stepped_back(tmp_path):
+    zone = tmp_path / "landing"
+    zone.mkdir()
+    a = write_csv(zone / "a.csv", [row(1)])
+    # the first cursor format named every file: a.csv is not new, b.csv is
+    old_cursor = json.dumps({str(a): landing.signature(a)})
+    b = write_csv(zone / "b.csv", [row(2)])
+    first = landing.scan(zone, old_cursor)
+    assert list(first.new_files) == [str(b)]
+    # a tick whose clock ran an hour ahead, then the clock set right: a file that arrives
+    # after that still counts (its ctime is below the hour-ahead watermark)
+    ahead = landing.scan(zone, first.cursor, now_ns=time.time_ns() + 3600 * 10**9)
+    assert ahead.new_files == {} and json.loads(ahead.cursor)["recent"] == {}
+    c = write_csv(zone / "c.csv", [row(3)])
+    # the files changed within the settle time are examined again (a repeated request loads
+    # nothing twice): a.csv and b.csv were made seconds ago
+    assert list(landing.scan(zone, ahead.cursor).new_files) == [str(a), str(b), str(c)]

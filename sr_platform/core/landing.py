@@ -103,8 +103,11 @@ def scan(directory: Path, cursor: str | None, now_ns: int | None = None) -> Scan
         return Scan({}, {}, {}, cursor or "", missing=why)
     state = _Cursor.parse(cursor)
     began = time.time_ns() if now_ns is None else now_ns  # before the listing: see SETTLE_NS
-    # never back: a clock stepped back must not make old files look recent (and re-read)
-    watermark = max(began - SETTLE_NS, state.watermark or 0)
+    watermark = began - SETTLE_NS
+    # a clock stepped back (below the cursor's watermark) lowers the bar: files changed since
+    # are examined again (a repeated request loads nothing twice), rather than new files with
+    # ctimes below a watermark from the future being skipped
+    skip_below = None if state.watermark is None else min(state.watermark, watermark)
     nxt = _Cursor(watermark)
     new: dict[str, str] = {}
     pairs: dict[str, set[Pair]] = {}
@@ -121,8 +124,7 @@ def scan(directory: Path, cursor: str | None, now_ns: int | None = None) -> Scan
         changed = max(st.st_ctime_ns, lst.st_ctime_ns)
         if changed >= watermark:
             nxt.recent[str(p)] = sig
-        if (state.watermark is not None and changed < state.watermark
-                and state.dirs.issuperset(dirs)):
+        if skip_below is not None and changed < skip_below and state.dirs.issuperset(dirs):
             continue  # in place and unchanged at the previous scan, which examined it
         if state.recent.get(str(p)) != sig:
             new[str(p)] = sig
