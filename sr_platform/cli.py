@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 # backup, migrate (alembic) and catalog are imported by the commands that use them: alembic
 # alone is 0.35 s of every `sr-platform load`'s start
 from .core import db, landing, loader, settings
+from .core.text import printable
 
 
 def _db_start(args) -> int:
@@ -43,7 +44,7 @@ def _db_status(args) -> int:
         u = make_url(external)
         print(f"database: external ({settings.DATABASE_URL_ENV}) {u.host}:{u.port}/{u.database}")
         try:
-            s = schema_summary(external)
+            s = schema_summary(db.database_url(role=db.READER_ROLE))  # a read: as the reader
         except Exception as exc:  # noqa: BLE001 - status reports, never raises
             print(f"state:    unreachable ({exc.__class__.__name__}: {exc})")
             return 1
@@ -73,8 +74,9 @@ def _db_upgrade(args) -> int:
     if args.backup_first:
         b = backup.take_backup()
         print(f"backup {b.id} {b.path} (restore with `sr-platform restore {b.id} --into NAME`)")
-    migrate.upgrade(db.database_url(), args.revision)
-    print(f"at revision {migrate.current(db.database_url())}")
+    owner = db.database_url(role=db.OWNER_ROLE)  # SR_PLATFORM_OWNER_URL where set
+    migrate.upgrade(owner, args.revision)
+    print(f"at revision {migrate.current(owner)}")
     return 0
 
 
@@ -83,14 +85,15 @@ def _db_downgrade(args) -> int:
     if args.backup_first:
         b = backup.take_backup()
         print(f"backup {b.id} {b.path} (restore with `sr-platform restore {b.id} --into NAME`)")
-    migrate.downgrade(db.database_url(), args.revision, allow_data_loss=args.allow_data_loss)
-    print(f"at revision {migrate.current(db.database_url())}")
+    owner = db.database_url(role=db.OWNER_ROLE)
+    migrate.downgrade(owner, args.revision, allow_data_loss=args.allow_data_loss)
+    print(f"at revision {migrate.current(owner)}")
     return 0
 
 
 def _db_current(args) -> int:
     from .core import migrate
-    rev = migrate.current(db.database_url())
+    rev = migrate.current(db.database_url(role=db.OWNER_ROLE))
     print(f"{rev} (head)" if rev == migrate.head() else str(rev))
     return 0
 
@@ -115,21 +118,25 @@ def _progress_factory(enabled: bool):
     def factory(path: Path, _total: int):
         if path.stat().st_size < 5_000_000:  # small files finish before a bar helps
             return None
-        bar = tqdm(desc=path.name, unit=" rows", unit_scale=True, leave=False)
+        bar = tqdm(desc=printable(path.name), unit=" rows", unit_scale=True, leave=False)
         return bar.update
 
     return factory
 
 
-def print_load_summary(results: list[loader.LoadResult], out=sys.stdout) -> None:
-    w = max([len(r.path.name) for r in results] + [5])
+def print_load_summary(results: list[loader.LoadResult], out=None) -> None:
+    out = out or sys.stdout  # looked up at the call: a redirected stdout counts
+    # file names and the errors quoting them are escaped (text.printable): a name holding
+    # control characters must not repaint the terminal
+    names = [printable(r.path.name) for r in results]
+    w = max([len(n) for n in names] + [5])
     print(f"{'file':<{w}} {'read':>10} {'loaded':>10} {'duplicate':>10} {'rejected':>9} "
           f"{'rows/s':>10}", file=out)
-    for r in results:
+    for name, r in zip(names, results, strict=True):
         if r.error:
-            print(f"{r.path.name:<{w}} {'not loaded: ' + r.error}", file=out)
+            print(f"{name:<{w}} {'not loaded: ' + printable(r.error)}", file=out)
             continue
-        print(f"{r.path.name:<{w}} {r.rows_read:>10,} {r.loaded:>10,} {r.duplicates:>10,} "
+        print(f"{name:<{w}} {r.rows_read:>10,} {r.loaded:>10,} {r.duplicates:>10,} "
               f"{r.rejected:>9,} {r.rows_per_second:>10,.0f}", file=out)
     ok = [r for r in results if not r.error]
     secs = sum(r.seconds for r in ok)
@@ -140,8 +147,8 @@ def print_load_summary(results: list[loader.LoadResult], out=sys.stdout) -> None
           file=out)
     for r in ok:
         if r.ignored_columns:
-            print(f"note: {r.path.name}: ignored columns not in the contract: "
-                  f"{', '.join(r.ignored_columns)}", file=out)
+            print(f"note: {printable(r.path.name)}: ignored columns not in the contract: "
+                  f"{printable(', '.join(r.ignored_columns))}", file=out)
     reasons = sum((r.reasons for r in ok), Counter())
     if reasons:
         print("top reasons for rejected rows (all in table rejected_events):", file=out)
@@ -383,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # one clear line for operators; tracebacks with SR_PLATFORM_DEBUG
         if os.environ.get("SR_PLATFORM_DEBUG"):
             raise
-        print(f"sr-platform: error: {exc}", file=sys.stderr)
+        print(f"sr-platform: error: {printable(exc)}", file=sys.stderr)
         return 1
 
 
