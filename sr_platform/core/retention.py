@@ -127,7 +127,8 @@ def _rollback(conn) -> None:
 class _Progress:
     """Rows deleted by committed batches, per table (what a failure message reports)."""
     deleted: dict[str, int] = field(default_factory=lambda: {EVENTS: 0, FEATURES: 0})
-    committing: Path | None = None  # the file of the batch whose COMMIT is under way
+    committing: bool = False  # a batch's COMMIT is under way (its outcome unknown on failure)
+    committing_file: Path | None = None  # that batch's archive file
 
 
 class _Archive:
@@ -260,7 +261,7 @@ def _prune_leaf(conn, leaf: str, column: str, cutoff: datetime, batch_rows: int,
             _rollback(conn)
             raise
         if progress is not None:
-            progress.committing = path
+            progress.committing, progress.committing_file = True, path
         try:
             conn.commit()
         except BaseException:
@@ -269,7 +270,7 @@ def _prune_leaf(conn, leaf: str, column: str, cutoff: datetime, batch_rows: int,
             _rollback(conn)
             raise
         if progress is not None:
-            progress.committing = None
+            progress.committing, progress.committing_file = False, None
             if table in progress.deleted:
                 progress.deleted[table] += len(rows)
         if path is not None and files is not None:
@@ -355,11 +356,12 @@ def _stopped(exc: Exception, progress: _Progress, archive: _Archive | None) -> s
         f"(run {archive.run_id})" if archive else ""
     msg = (f"prune stopped: {why}. Rows deleted so far: {done[EVENTS]:,} events (with their "
            f"levels) and {done[FEATURES]:,} features{where}; ")
-    if progress.committing is not None:
-        return msg + (f"the batch being committed may or may not be deleted; its rows are in "
-                      f"{progress.committing} either way (rerun the prune: rows still in the "
-                      f"database are archived again, a duplicate `sr-platform load` skips). "
-                      f"Nothing else was deleted.")
+    if progress.committing:
+        kept = f"; its rows are in {progress.committing_file} either way (rerun the prune: " \
+            "rows still in the database are archived again, a duplicate `sr-platform load` " \
+            "skips)" if progress.committing_file else ""
+        return msg + (f"the batch being committed may or may not be deleted{kept}. Nothing else "
+                      f"was deleted.")
     return msg + "the batch in progress was rolled back; nothing else was deleted."
 
 
