@@ -286,3 +286,35 @@ def test_archive_directories_0700_files_0600(clean_db, tmp_path):
         f"archive/{STAMP}/{retention.EVENTS}/new_resistance_events_h1_arc_t",
         f"archive/{STAMP}/{retention.FEATURES}/event_features_h1_arc_t"}
     assert len(files) == 4 and sorted(files) == sorted(report.archived)
+
+
+def test_failed_commit_keeps_its_file_and_says_so(clean_db, tmp_path, monkeypatch):
+    """The second batch's COMMIT fails (injected: it raises without committing): its file
+    stays, the error names it, and the rerun archives its rows again (a duplicate, no loss)."""
+    _load(clean_db, tmp_path, expired=25)
+    everything = _db_ids(clean_db)
+    root = tmp_path / "archive"
+    real_commit, calls = psycopg.Connection.commit, []
+
+    def commit(self):
+        calls.append(1)
+        if len(calls) == 2:
+            raise psycopg.OperationalError("injected: the server went away during COMMIT")
+        real_commit(self)
+
+    monkeypatch.setattr(psycopg.Connection, "commit", commit)
+    with pytest.raises(retention.PruneError) as stopped:
+        retention.prune(clean_db, as_of=AS_OF, archive_dir=root, batch_rows=10)
+    monkeypatch.undo()
+    deleted = everything - _db_ids(clean_db)
+    archived = _archived(root)
+    assert len(deleted) == 10 and len(archived) == 20 and set(archived) > deleted
+    second = sorted(_archive_files(root))[1]
+    assert (f"Rows deleted so far: 10 events (with their levels) and 0 features, every one of "
+            f"them in a completed archive file under {root}") in str(stopped.value)
+    assert (f"the batch being committed may or may not be deleted; its rows are in {second} "
+            f"either way") in str(stopped.value)
+    retention.prune(clean_db, as_of=AS_OF, archive_dir=root, batch_rows=10)
+    archived = _archived(root)
+    assert everything - _db_ids(clean_db) == set(archived) and len(archived) == 25
+    assert sum(archived.values()) == 35
