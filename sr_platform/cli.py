@@ -166,7 +166,7 @@ def _load(args) -> int:
     if not results:
         print("sr-platform: error: no event files found", file=sys.stderr)
         return EXIT_ERROR
-    print_load_summary(results)
+    print_load_summary(results, out=sys.stdout)  # the current stdout, not the import-time one
     if any(r.database_failed for r in results):
         return EXIT_ERROR
     if any(r.error for r in results):
@@ -222,6 +222,16 @@ def _positive_int(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1, e.g. 20")
     return n
+
+
+def _rule(text: str) -> str:
+    from .core.quarantine import RULE_PATTERNS
+
+    if text not in RULE_PATTERNS:
+        raise argparse.ArgumentTypeError(
+            f"unknown rule {text!r}; expected one the load summary names, e.g. "
+            f"'event_creation_date has an offset' (all: {', '.join(RULE_PATTERNS)})")
+    return text
 
 
 def _rejected(args) -> int:
@@ -490,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
               "line, rule, reason, raw row; newest load first")
     rj.add_argument("--file", default=None, metavar="PATH",
                     help="only this file (its path, or its name)")
-    rj.add_argument("--rule", default=None, metavar="RULE",
+    rj.add_argument("--rule", default=None, metavar="RULE", type=_rule,
                     help="only rows breaking RULE, as the load summary names it "
                     "(e.g. 'event_creation_date has an offset')")
     rj.add_argument("--since", default=None, metavar="ISO8601", type=_parse_time,
@@ -545,7 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
     rc.set_defaults(fn=_recover)
 
     dev = _add(sub, "dev", help="start everything and serve the Dagster UI (what `make run` "
-               "runs); Ctrl-C stops Dagster, PostgreSQL keeps running until `sr-platform db stop`")
+               "runs)", description="Start PostgreSQL, migrate, put a sample in the landing "
+               "zone (the landing sensor loads it), serve the Dagster UI. Ctrl-C stops Dagster, "
+               "PostgreSQL keeps running until `sr-platform db stop`.")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000, help="the UI's port (default 3000)")
     dev.set_defaults(fn=_dev)
