@@ -377,6 +377,15 @@ def dev_environment() -> dict[str, str]:
 SAMPLE_YEARS, SAMPLE_INSTRUMENTS = 1.0, 28
 
 
+def dagster_command(command: str, *args: str) -> list[str]:
+    """argv of `dagster COMMAND ...`, in this Python, with the one warning the command itself
+    raises silenced in its own process only: dagster 1.13 marks its `dev` and
+    `asset materialize` commands superseded by the `dg` CLI (not installed here)."""
+    function = {"dev": "dev_command", "asset": "asset_materialize_command"}[command]
+    return [sys.executable, "-W", f"ignore:Function `{function}` is superseded",
+            "-m", "dagster", command, *args]
+
+
 def dev_setup(env: dict[str, str], years: float = SAMPLE_YEARS,
               instruments: int = SAMPLE_INSTRUMENTS) -> Path:
     """What `sr-platform dev` does before `dagster dev`: migrate, put a sample in the landing
@@ -396,8 +405,8 @@ def dev_setup(env: dict[str, str], years: float = SAMPLE_YEARS,
         print(f"generated a sample of {years:g} year of events for {instruments} instruments "
               f"in {sample}; the landing sensor loads it within a minute of the UI opening "
               "(Runs: ingest_landing_files)")
-    subprocess.run(["dagster", "asset", "materialize", "-m", "sr_platform.definitions",
-                    "--select", "database_schema"], env=env, check=True)
+    subprocess.run(dagster_command("asset", "materialize", "-m", "sr_platform.definitions",
+                                   "--select", "database_schema"), env=env, check=True)
     return sample
 
 
@@ -409,8 +418,8 @@ def _dev(args) -> int:
     print(f"Dagster UI: http://{args.host}:{args.port}\n"
           "stop: Ctrl-C stops Dagster; PostgreSQL keeps running (`sr-platform db stop` or "
           "`make db-stop` stops it)", flush=True)
-    os.execvpe("dagster", ["dagster", "dev", "-h", args.host, "-p", str(args.port),
-                           "-w", workspace], env)
+    argv = dagster_command("dev", "-h", args.host, "-p", str(args.port), "-w", workspace)
+    os.execve(argv[0], argv, env)
 
 
 class UsageError(Exception):
