@@ -342,8 +342,8 @@ def _recover(args) -> int:
                   f"{cluster.data_dir}; delete it with `sr-platform recover --remove {home}`)")
         else:
             cluster.remove()
-            print(f"removed the recovered cluster of {home}: stopped, {cluster.data_dir} and its "
-                  "passwords deleted")
+            print(f"removed the recovered cluster of {home}: stopped; {cluster.runtime} (data, "
+                  "log, WAL) and its passwords deleted")
         return EXIT_OK
     if not (args.to and args.into):
         raise UsageError("recover needs --to and --into (or --stop DIR / --remove DIR)")

@@ -314,6 +314,8 @@ def test_recover_prints_where_the_data_went_and_stops_and_removes_it(server_url,
                        f"{into}`)\n")
         rc, out, _ = _run(capfd, "recover", "--remove", str(into))
         assert rc == 0 and not cluster.data_dir.exists()
+        assert out == (f"removed the recovered cluster of {into}: stopped; {cluster.runtime} "
+                       "(data, log, WAL) and its passwords deleted\n")
     finally:
         cluster.remove()
     # the project's own cluster is never a recovered one
