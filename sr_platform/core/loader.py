@@ -92,6 +92,9 @@ class LoadResult:
     ids: set[str] = field(default_factory=set)  # the slice's good ids (pair loads only)
     ignored_columns: list[str] = field(default_factory=list)  # in the file, not in the contract
     new_pairs: list[Pair] = field(default_factory=list)  # partitions this load created
+    # per rule broken: its first human reason and its first lines (for the load summary)
+    rule_reasons: dict[str, str] = field(default_factory=dict)
+    rule_lines: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def rows_per_second(self) -> float:
@@ -396,8 +399,12 @@ class _FileLoad:
         result.rows_read += len(good) + len(in_slice)
         result.duplicates += len(good) - len(fresh)
         result.rejected += len(in_slice)
-        for r in in_slice:
+        for r in sorted(in_slice, key=lambda r: r.line):
             result.reasons.update(r.rules)
+            for rule, reason in zip(r.rules, r.reasons, strict=True):
+                result.rule_reasons.setdefault(rule, reason)
+                if len(lines := result.rule_lines.setdefault(rule, [])) < 5:
+                    lines.append(r.line)
         if len(fresh):
             self.write(fresh)
         # quarantine every bad row of the file (also those of other slices: the insert is

@@ -383,3 +383,16 @@ def oldest_rows(url_or_conn) -> dict[str, datetime | None]:
         out[table] = url_or_conn.execute(sql.SQL("SELECT min({}) FROM {}").format(
             sql.Identifier(column), sql.Identifier(table))).fetchone()[0]
     return out
+
+
+def oldest_kept(url: str, cutoffs: dict[str, datetime]) -> dict[str, datetime | None]:
+    """Per table of `cutoffs`, the oldest row at or after its cutoff: the oldest row a prune
+    with those cutoffs keeps (a dry run's answer too; None when nothing stays)."""
+    columns = {EVENTS: "event_creation_date", LEVELS: "event_creation_date",
+               FEATURES: "event_creation_date", "rejected_events": "rejected_at",
+               "load_log": "finished_at"}
+    with db.connect(url, role=db.READER_ROLE, autocommit=True) as conn:
+        return {table: conn.execute(sql.SQL("SELECT min({}) FROM {} WHERE {} >= %s").format(
+            sql.Identifier(columns[table]), sql.Identifier(table),
+            sql.Identifier(columns[table])), (cutoff,)).fetchone()[0]
+            for table, cutoff in cutoffs.items()}
