@@ -427,6 +427,9 @@ def _dev(args) -> int:
           "stop: Ctrl-C stops Dagster; PostgreSQL keeps running (`sr-platform db stop` or "
           "`make db-stop` stops it)", flush=True)
     argv = dagster_command("dev", "-h", args.host, "-p", str(args.port), "-w", workspace)
+    # what Dagster writes under DAGSTER_HOME (compute logs with op output, run history) is
+    # private to our user, like everything else the platform writes
+    os.umask(0o077)
     os.execve(argv[0], argv, env)
 
 
