@@ -25,8 +25,8 @@ def schema_dump(url: str) -> str:
 
 def test_history_is_linear_and_every_revision_has_sql(tmp_path):
     revs = migrate.history()
-    assert [r[0] for r in revs] == ["0001", "0002", "0003", "0004", "0005", "0006", "0007"]
-    assert [r[1] for r in revs] == [None, "0001", "0002", "0003", "0004", "0005", "0006"]
+    assert [r[0] for r in revs] == [f"{n:04d}" for n in range(1, 9)]
+    assert [r[1] for r in revs] == [None] + [f"{n:04d}" for n in range(1, 8)]
     for rev, _, _ in revs:
         for step in ("up", "down"):
             assert len(list(settings.sql_dir().glob(f"{rev}_*.{step}.sql"))) == 1
