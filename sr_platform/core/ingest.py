@@ -157,8 +157,9 @@ class Ingest:
                  expected: dict[str, set[Pair]] | None = None, *, origin: str | None = None,
                  derive: bool = True, assume_tz: str | None = None,
                  progress_factory: Callable[[Path, int], Callable[[int], None]] | None = None,
-                 workers: int = PAIR_WORKERS) -> None:
+                 workers: int = PAIR_WORKERS, raise_on_outage: bool = False) -> None:
         self.url, self.files, self.origin, self.derive = url, list(files), origin, derive
+        self.raise_on_outage = raise_on_outage
         self.expected = {str(f): set(ps) for f, ps in (expected or {}).items()}
         self.assume_tz, self.progress_factory, self.workers = assume_tz, progress_factory, \
             workers
@@ -206,14 +207,18 @@ class Ingest:
                                     origin=self.origin)
         except loader.EventFileError as exc:
             return loader.LoadResult(Path(path), error=str(exc))
-        except psycopg.OperationalError:
-            raise  # the server is gone: the caller decides (Dagster retries the run)
         except psycopg.Error as exc:
+            if self.raise_on_outage and isinstance(exc, psycopg.OperationalError):
+                raise  # the server is gone: Dagster retries the whole run
             # a concurrent load claiming the same id first, a constraint: this file only
-            return loader.LoadResult(Path(path), database_failed=True, error=(
-                f"{path}: not loaded, a database error ended the load and the file's "
-                f"transaction was rolled back (nothing of it stored; rerun to load it): "
-                f"{exc.__class__.__name__}: {str(exc).strip()}"))
+            return self._failed(path, exc)
+
+    @staticmethod
+    def _failed(path: Path, exc: BaseException) -> loader.LoadResult:
+        return loader.LoadResult(Path(path), database_failed=True, error=(
+            f"{path}: not loaded, a database error ended the load and the file's "
+            f"transaction was rolled back (nothing of it stored; rerun to load it): "
+            f"{exc.__class__.__name__}: {str(exc).strip()}"))
 
     def _record(self, conn: psycopg.Connection, r: loader.LoadResult,
                 expected: set[Pair]) -> int:
@@ -333,6 +338,39 @@ def events_checks(reports: list[PairReport], results: list[loader.LoadResult],
             "rejected_rows_without_a_valid_partition": unassigned_rejected,
             "see": "table rejected_events"}, warn_only=True),
     ]
+
+
+@dataclass
+class OutsideLoad:
+    """A load_log row of a load made outside Dagster (origin cli, or NULL: the library)."""
+
+    id: int
+    origin: str | None
+    source: str
+    finished_at: object
+    pairs: dict[Pair, int]
+
+
+def loads_outside(conn: psycopg.Connection, after_id: int, limit: int = 1000
+                  ) -> tuple[list[OutsideLoad], int]:
+    """Loads after load_log id `after_id` not made by Dagster (oldest first, at most `limit`
+    rows read), and the last id read (the next call's `after_id`). Loads from before
+    migration 0008 have no pairs and are skipped."""
+    rows = conn.execute(
+        "SELECT id, origin, source, finished_at, pairs FROM load_log WHERE id > %s "
+        "ORDER BY id LIMIT %s", (after_id, limit)).fetchall()
+    last = rows[-1][0] if rows else after_id
+    out = [OutsideLoad(i, origin, source, finished, {
+               tuple(k.split("/", 1)): n for k, n in pairs.items()})
+           for i, origin, source, finished, pairs in rows
+           if origin != "dagster" and pairs]
+    return out, last
+
+
+def level_counts(conn: psycopg.Connection, pair: Pair) -> dict[str, int]:
+    """{status: levels} of the pair (active, breached)."""
+    return dict(conn.execute(sql.SQL("SELECT status, count(*) FROM {} GROUP BY 1").format(
+        sql.Identifier(leaf_name(LEVELS, pair)))).fetchall())
 
 
 def catch_all(url: str) -> tuple[int, int]:

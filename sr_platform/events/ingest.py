@@ -67,7 +67,7 @@ def ingest_files(context: dg.OpExecutionContext, config: IngestConfig,
                 for f in files}
     _hold_storage_connections(context.instance)
     known = set(context.instance.get_dynamic_partitions(instruments.name))
-    run = ingest.Ingest(url, files, expected, origin="dagster")
+    run = ingest.Ingest(url, files, expected, origin="dagster", raise_on_outage=True)
     reports: list[ingest.PairReport] = []
     try:
         for report in run.pairs():
