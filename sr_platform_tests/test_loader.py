@@ -878,7 +878,7 @@ def test_two_loaders_on_overlapping_files(clean_db, tmp_path):
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
 
-    assert_loaded_once(clean_db, total)
+    assert_loaded_once_and_derived(clean_db, total)
     logs = load_log_rows(clean_db, a) + load_log_rows(clean_db, b)
     assert [r[2] for r in logs] == [size, size]
     assert sum(r[3] for r in logs) == total  # loaded between them: the union
