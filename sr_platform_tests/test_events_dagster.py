@@ -77,14 +77,14 @@ def test_sensor_requests_one_run_per_tick(resources, landing, clean_db):
         (add,) = result.dynamic_partitions_requests
         assert (add.partitions_def_name, list(add.partition_keys)) == (
             "instruments", ["EUR_USD", "GBP_USD"])
-        assert json.loads(result.cursor).keys() == set(files)
+        assert json.loads(result.cursor)["recent"].keys() == set(files)
         # the tick does no database work: the run creates the partitions it loads
         assert _partitions(clean_db) == partitions_before
 
         # a second tick with the cursor sees nothing new, even before the run has finished
         again = landing_zone_sensor(dg.build_sensor_context(
             instance=instance, resources=resources, definitions=defs, cursor=result.cursor))
-        assert isinstance(again, dg.SkipReason)
+        assert again.skip_reason and not again.run_requests
 
         # a retried tick (same cursor as the first) asks for the same run key: no new run
         retry = landing_zone_sensor(dg.build_sensor_context(
@@ -105,7 +105,7 @@ def test_sensor_requests_one_run_per_tick(resources, landing, clean_db):
         assert req3.run_key != req.run_key
         (add,) = third.dynamic_partitions_requests
         assert list(add.partition_keys) == ["USD_JPY"]
-        assert str(landing / "junk.csv") in json.loads(third.cursor)
+        assert str(landing / "junk.csv") in json.loads(third.cursor)["recent"]
 
 
 def _tick_and_run(instance, resources, cursor=None):

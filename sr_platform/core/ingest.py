@@ -293,7 +293,16 @@ CHECK_COUNTS = "loaded_equals_source_minus_rejected"
 CHECK_CATCH_ALL = "no_rows_in_catch_all_partitions"
 CHECK_REBOUND = "rebound_in_atr_matches_rebound_over_atr"
 CHECK_REJECTED = "source_files_had_no_rejected_rows"
-EVENTS_CHECKS = (CHECK_COUNTS, CHECK_CATCH_ALL, CHECK_REBOUND, CHECK_REJECTED)
+EVENTS_CHECKS = {  # name: description (shown in the UI)
+    CHECK_COUNTS: "The rows each load stored in a partition, read back from the table by the "
+                  "load's transaction, equal the loader's own count (ERROR otherwise).",
+    CHECK_CATCH_ALL: "No row in a NULL-guard partition, no DEFAULT partition (ERROR "
+                     "otherwise).",
+    CHECK_REBOUND: "Each row's rebound in ATR equals its rebound over its ATR, within the "
+                   "6-decimal rounding (ERROR otherwise).",
+    CHECK_REJECTED: "The source files had no rejected rows (WARN otherwise: see "
+                    "`sr-platform rejected` and table rejected_events).",
+}
 
 
 @dataclass

@@ -94,6 +94,9 @@ class LoadResult:
     new_pairs: list[Pair] = field(default_factory=list)  # partitions this load created
     log_id: int | None = None  # its load_log row
     xid: str | None = None  # its transaction (the xmin of every row it wrote)
+    # per rule broken: its first human reason and its first lines (for the load summary)
+    rule_reasons: dict[str, str] = field(default_factory=dict)
+    rule_lines: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def rows_per_second(self) -> float:
@@ -401,8 +404,12 @@ class _FileLoad:
         result.rows_read += len(good) + len(in_slice)
         result.duplicates += len(good) - len(fresh)
         result.rejected += len(in_slice)
-        for r in in_slice:
+        for r in sorted(in_slice, key=lambda r: r.line):
             result.reasons.update(r.rules)
+            for rule, reason in zip(r.rules, r.reasons, strict=True):
+                result.rule_reasons.setdefault(rule, reason)
+                if len(lines := result.rule_lines.setdefault(rule, [])) < 5:
+                    lines.append(r.line)
         if len(fresh):
             self.write(fresh)
         # quarantine every bad row of the file (also those of other slices: the insert is

@@ -61,8 +61,8 @@ def _stats(url: str, pair: tuple[str, str], xids: Iterable[str] = ()) -> ingest.
     description="new_resistance_events for one (instrument, granularity): the partition's rows "
                 "of the landing files, validated and loaded exactly once; bad rows go to "
                 "rejected_events.",
-    check_specs=[dg.AssetCheckSpec(name, asset="new_resistance_events")
-                 for name in EVENTS_CHECKS],
+    check_specs=[dg.AssetCheckSpec(name, asset="new_resistance_events",
+                                   description=EVENTS_CHECKS[name]) for name in EVENTS_CHECKS],
 )
 def new_resistance_events(context: dg.AssetExecutionContext, config: LoadConfig,
                           postgres: PostgresResource, landing_zone: LandingZone):

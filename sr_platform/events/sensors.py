@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from ..core import db, ingest, landing
+from ..core.text import printable
 from ..resources import PostgresResource
 from .jobs import ingest_landing_files_job
 from .partitions import instruments, partition_key
@@ -63,10 +64,14 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, landing_zone: Landi
     # no database work here: a tick reads only files, so it cannot fail (and skip files) while
     # PostgreSQL is down; the load itself creates missing partitions (loader.write)
     scan = landing.scan(landing_zone.directory(), context.cursor)
+    if scan.missing:  # not "no new files": an operator must fix the path
+        return dg.SkipReason(scan.missing)
     for why in scan.refused.values():
         context.log.warning(f"skipped: {why}")
     if not scan.new_files:
-        return dg.SkipReason(f"no new files in {landing_zone.directory()}")
+        # the cursor still moves: its memory of recent files ages out (landing.scan)
+        return dg.SensorResult(skip_reason=f"no new files in "
+                               f"{printable(landing_zone.directory())}", cursor=scan.cursor)
     # files with at least one well-formed pair (a file of only a header holds nothing to load)
     loadable = {f: pairs for f, pairs in scan.pairs_by_file.items() if pairs}
     known = set(context.instance.get_dynamic_partitions(instruments.name))
