@@ -168,13 +168,31 @@ def print_load_summary(results: list[loader.LoadResult], out=None) -> None:
               "(or sr-platform rejected --help)", file=out)
 
 
+def print_derived_summary(reports, out=None) -> None:
+    """What the load left derived: every touched pair's levels and features refreshed."""
+    out = out or sys.stdout
+    if not reports:
+        return
+    changed = sum(r.levels["changed"] for r in reports)
+    breached = sum(r.levels["breached"] for r in reports)
+    features = sum(r.features["written"] for r in reports)
+    print(f"derived: {len(reports)} pairs refreshed: levels {changed:,} changed "
+          f"({breached:,} breached in all), features {features:,} written", file=out)
+
+
 def _load(args) -> int:
-    results = loader.load_paths(args.paths, assume_tz=args.assume_tz,
-                                progress_factory=_progress_factory(sys.stderr.isatty()))
-    if not results:
+    from .core import ingest
+
+    files = loader.find_event_files(args.paths)
+    if not files:
         print("sr-platform: error: no event files found", file=sys.stderr)
         return EXIT_ERROR
-    print_load_summary(results, out=sys.stdout)  # the current stdout, not the import-time one
+    run = ingest.Ingest(db.database_url(), files, origin="cli", assume_tz=args.assume_tz,
+                        progress_factory=_progress_factory(sys.stderr.isatty()))
+    reports = run.run()
+    results = run.results
+    print_load_summary(results)
+    print_derived_summary(reports)
     if any(r.database_failed for r in results):
         return EXIT_ERROR
     if any(r.error for r in results):

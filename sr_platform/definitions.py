@@ -14,7 +14,7 @@ from .events.assets import (
 )
 from .events.jobs import ingest_landing_files_job, load_events_job
 from .events.resources import LandingZone
-from .events.sensors import landing_zone_sensor
+from .events.sensors import landing_zone_sensor, outside_loads_sensor
 from .operations import definitions as operations
 from .resources import PostgresResource
 from .schema.assets import database_schema
@@ -35,7 +35,7 @@ defs = dg.Definitions(
             support_and_resistance_master, event_features, *operations.assets],
     jobs=[load_events_job, ingest_landing_files_job, *operations.jobs],
     schedules=operations.schedules,
-    sensors=[landing_zone_sensor, *operations.sensors],
+    sensors=[landing_zone_sensor, outside_loads_sensor, *operations.sensors],
     resources={
         **operations.resources,
         "postgres": PostgresResource(database_url=env_or_default(settings.DATABASE_URL_ENV)),

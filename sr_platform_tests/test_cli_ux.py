@@ -68,6 +68,8 @@ def test_load_summary_names_reasons_lines_and_the_rejected_command(cli_db, tmp_p
         "            first lines: bad.csv 4, 5",
         "list them: sr-platform rejected [--file FILE] [--rule RULE] "
         "(or sr-platform rejected --help)",
+        # the good row's pair is left derived (the ingest service)
+        "derived: 1 pairs refreshed: levels 0 changed (0 breached in all), features 1 written",
     ]
 
 
@@ -267,7 +269,9 @@ def test_prune_dry_run_summarises_per_table_and_lists_leaves_with_verbose(cli_db
         "2024-12-02T00:00:00+00:00",
         "  support_and_resistance_master  2024-12-02T00:00:00+00:00             2  "
         "2024-12-02T00:00:00+00:00",
-        "  event_features                 2021-12-02T00:00:00+00:00             0  - (none)",
+        # the load refreshed the pair's features (kept 5 years): all four stay
+        "  event_features                 2021-12-02T00:00:00+00:00             0  "
+        "2024-11-19T09:00:00+00:00",
         "  rejected_events                2025-12-02T00:00:00+00:00             0  - (none)",
         "  load_log                       2024-12-02T00:00:00+00:00             0  "
         f"{oldest_log.astimezone(UTC).isoformat()}",
