@@ -1,7 +1,8 @@
 """Bulk loading of event files: one code path for `sr-platform load` and the Dagster assets.
 
 Per file (or per (instrument, granularity) slice of a file, for Dagster partition runs), in
-memory bounded by the chunk size whatever the file's size, in ONE transaction as sr_writer:
+memory bounded by the chunk size whatever the file's size (a slice also keeps the set of its
+good ids, LoadResult.ids), in ONE transaction as sr_writer:
   1. scan (event_files.scan): hash the file as stored, refuse it whole if it is not an event
      file, and collect its (instrument, granularity) pairs from those two columns only;
   2. take an advisory lock per pair in sorted order (concurrent loaders of the same pair

@@ -62,7 +62,7 @@ def ingest_request(new_files: dict[str, str], pairs_by_file: dict[str, set]) -> 
                        "missing database partitions.")
 def landing_zone_sensor(context: dg.SensorEvaluationContext, landing_zone: LandingZone):
     # no database work here: a tick reads only files, so it cannot fail (and skip files) while
-    # PostgreSQL is down; the load itself creates missing partitions (loader.write)
+    # PostgreSQL is down; the load itself creates missing partitions (stage_partitions)
     scan = landing.scan(landing_zone.directory(), context.cursor)
     if scan.missing:  # not "no new files": an operator must fix the path
         return dg.SkipReason(scan.missing)
