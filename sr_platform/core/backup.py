@@ -224,23 +224,31 @@ def take_backup(url: str | None = None, root: Path | None = None,
     root = Path(root or backup_dir()).resolve()
     now = now or datetime.now(UTC)
     with locked(root):
-        backup_id = now.strftime(ID_FORMAT)
-        n = 1
-        while (root / backup_id).exists():
-            n += 1
-            backup_id = f"{now.strftime(ID_FORMAT)}-{n}"
-        partial = root / f"{PARTIAL}{backup_id}"
+        return build(root, now, lambda partial, backup_id: _dump_into(
+            partial, backup_id, owner, url, include_dagster, now, started))
+
+
+def build(parent: Path, now: datetime, make):
+    """A new backup `parent/<id>` (id: `now` as ID_FORMAT, -2, -3... when taken): `make(dir,
+    id)` fills `parent/.partial-<id>` and returns the backup; the directory is renamed to its
+    id only when `make` returned (a half backup is never listed), removed when it raised. The
+    caller holds `locked()`."""
+    procs.private_dir(parent)
+    backup_id, n = now.strftime(ID_FORMAT), 1
+    while (parent / backup_id).exists():
+        n += 1
+        backup_id = f"{now.strftime(ID_FORMAT)}-{n}"
+    partial = parent / f"{PARTIAL}{backup_id}"
+    shutil.rmtree(partial, ignore_errors=True)
+    procs.private_dir(partial)
+    try:
+        b = make(partial, backup_id)
+        os.replace(partial, parent / backup_id)
+        procs.fsync_dir(parent)
+    except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
-        procs.private_dir(partial)
-        try:
-            b = _dump_into(partial, backup_id, owner, url, include_dagster, now, started)
-            path = root / backup_id
-            os.replace(partial, path)
-            procs.fsync_dir(root)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-    b.path = path
+        raise
+    b.path = parent / backup_id
     return b
 
 

@@ -67,26 +67,11 @@ def take_base_backup(root: Path | None = None, now: datetime | None = None) -> B
     base/.partial-<id> and renamed to base/<id> once complete (see backup.take_backup)."""
     cluster = _require_local()
     root = Path(root or backup.backup_dir()).resolve()
+    started = time.perf_counter()
+    now = now or datetime.now(UTC)
     with backup.locked(root):
-        base = procs.private_dir(root / BASE_DIR)
-        started = time.perf_counter()
-        now = now or datetime.now(UTC)
-        backup_id = now.strftime(backup.ID_FORMAT)
-        n = 1
-        while (base / backup_id).exists():
-            n += 1
-            backup_id = f"{now.strftime(backup.ID_FORMAT)}-{n}"
-        partial = base / f"{backup.PARTIAL}{backup_id}"
-        shutil.rmtree(partial, ignore_errors=True)
-        try:
-            b = _base_backup_into(cluster, partial, backup_id, now, started)
-            os.replace(partial, base / backup_id)
-            procs.fsync_dir(base)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-    b.path = base / backup_id
-    return b
+        return backup.build(root / BASE_DIR, now, lambda partial, backup_id: _base_backup_into(
+            cluster, partial, backup_id, now, started))
 
 
 def _base_backup_into(cluster: LocalCluster, path: Path, backup_id: str, now: datetime,
