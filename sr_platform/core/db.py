@@ -135,12 +135,25 @@ def ensure_database(url: str, name: str, owner: str | None = OWNER_ROLE) -> None
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             return
         stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if owner is not None and has_passfile(url):
-            stmt += sql.SQL(" OWNER {}").format(sql.Identifier(LOGIN_OF[owner]))
-        try:
-            conn.execute(stmt)
-        except psycopg.errors.DuplicateDatabase:
-            return  # created concurrently
+        # the owner: the role's login on the local cluster; on another server the group role
+        # itself (sr_owner), when the URL's user may give it a database (a member of it), so
+        # a restore as the owner can recreate what the owner owns; else the URL's user
+        if owner is None:
+            candidates: list[str | None] = [None]
+        elif has_passfile(url):
+            candidates = [LOGIN_OF[owner]]
+        else:
+            candidates = [owner, None]
+        for i, who in enumerate(candidates):
+            try:
+                conn.execute(stmt + sql.SQL(" OWNER {}").format(sql.Identifier(who))
+                             if who else stmt)
+                break
+            except psycopg.errors.DuplicateDatabase:
+                return  # created concurrently
+            except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedObject):
+                if i == len(candidates) - 1:
+                    raise
     if name == settings.APP_DATABASE and has_passfile(url):
         # the platform database of the local cluster gets its monitoring extension (other
         # databases, e.g. the tests' throwaway ones, stay exactly what the migrations make)
