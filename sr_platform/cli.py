@@ -206,14 +206,14 @@ def _prune(args) -> int:
 
 
 def _backup(args) -> int:
-    from .core import backup
+    from .core import backup, backup_cycle, pitr
     if args.action == "list":
+        for line in backup.cleanup():
+            print(f"removed {line} (left by a killed or failed run)")
         rows = [(b.id, "logical", b.created_at, b.bytes,
                  "yes" if b.verified and b.verified.get("ok") else
                  "FAILED" if b.verified else "no", str(b.path))
                 for b in backup.list_backups()]
-        from .core import pitr
-
         rows += [(b.id, "physical", b.started_at, b.bytes, "pg_verifybackup", str(b.path))
                  for b in pitr.list_base_backups()]
         print(f"{'id':<20} {'kind':<9} {'created (UTC)':<20} {'bytes':>14} {'restored':<15} path")
@@ -221,19 +221,19 @@ def _backup(args) -> int:
             print(f"{bid:<20} {kind:<9} {created:%Y-%m-%d %H:%M:%S} {size:>14,} {verified:<15} "
                   f"{path}")
         return EXIT_OK
-    b = backup.take_backup()
-    print(f"{b.id} {b.path}")
-    if not settings.external_database_url():
-        from .core import pitr
-
-        base = pitr.take_base_backup()
-        print(f"{base.id} {base.path} (physical base backup)")
-    if not args.no_verify:
-        outcome = backup.verify(b.id)
-        print(f"restored into a scratch database: {'ok' if outcome['ok'] else 'MISMATCH'} "
-              f"({outcome['restore_seconds']} s)")
-        return EXIT_OK if outcome["ok"] else EXIT_ERROR
-    return EXIT_OK
+    c = backup_cycle.run(verify=not args.no_verify)
+    for line in c.cleaned:
+        print(f"removed {line} (left by a killed or failed run)")
+    print(f"{c.logical.id} {c.logical.path}")
+    if c.base is not None:
+        print(f"{c.base.id} {c.base.path} (physical base backup)")
+    if c.verification is not None:
+        print(f"restored into a scratch database: {'ok' if c.ok else 'MISMATCH'} "
+              f"({c.verification['restore_seconds']} s)")
+    if c.rotated_logical or c.rotated_base:
+        print(f"rotated out: {', '.join(c.rotated_logical) or '-'} (logical); "
+              f"{', '.join(c.rotated_base) or '-'} (physical); WAL archive trimmed")
+    return EXIT_OK if c.ok else EXIT_ERROR
 
 
 def _restore(args) -> int:

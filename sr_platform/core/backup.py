@@ -13,13 +13,31 @@ that has never been restored does not count (health checks look at the newest ve
 
 Dumps run as the owner's login role (it owns every object, so it can read and recreate all of
 them); creating and dropping databases is cluster administration.
+
+Safety (docs/backup.md):
+- A backup is built in `.partial-<id>/` and renamed to `<id>/` only once its manifest is
+  written and fsynced, so a half backup is never listed; the next backup (or `backup list`)
+  removes what a killed run left, with the scratch databases of an interrupted verification.
+  One backup at a time per directory (a lock file).
+- Client tools match the server's major version (a newer pg_dump writes dumps an older server
+  cannot restore); children die with us (procs.run); passwords go through the environment,
+  never argv; the backup directory is 0700 and its files 0600.
+- Restores skip extensions (pg_stat_statements needs a superuser: the local cluster's own
+  database has it, and the restoring owner may not create it) and ANALYZE between the data
+  and the post-data sections, so the foreign keys validate with statistics (restore time
+  stays linear in the data).
 """
 
+import fcntl
 import json
 import os
+import re
 import shutil
-import subprocess
+import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,12 +45,15 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from . import db, settings
+from . import db, procs, settings
 from .event_files import sha256_of
 from .migrate import current
 
 MANIFEST, VERIFIED = "manifest.json", "verified.json"
 ID_FORMAT = "%Y%m%dT%H%M%SZ"
+ID_PATTERN = re.compile(r"\d{8}T\d{6}Z(-\d+)?")
+PARTIAL = ".partial-"  # a backup being written; renamed to its id when complete
+SCRATCH_PREFIX = "sr_verify_"
 
 
 class BackupError(RuntimeError):
@@ -44,8 +65,93 @@ def backup_dir() -> Path:
                 settings.PROJECT_ROOT / "backups").resolve()
 
 
-def _tool(name: str) -> str:
-    return str(settings.pg_bin_dir() / name)
+_held: dict[Path, int] = {}
+_held_guard = threading.Lock()
+
+
+@contextmanager
+def locked(root: Path) -> Iterator[None]:
+    """One backup, verification or cleanup at a time in `root` (an flock on root/.lock;
+    re-entrant within a process, so take_backup inside run_backup does not wait on itself)."""
+    root = procs.private_dir(Path(root).resolve())
+    with _held_guard:
+        if root in _held:
+            _held[root] += 1
+            fh = None
+        else:
+            fh = open(os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o600), "r+")
+    try:
+        if fh is not None:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            with _held_guard:
+                _held[root] = 1
+        yield
+    finally:
+        with _held_guard:
+            _held[root] -= 1
+            last = _held[root] == 0
+            if last:
+                del _held[root]
+        if fh is not None:
+            fh.close()  # releases the flock
+
+
+_tools_cache: dict[int, Path] = {}
+
+
+def server_major(url: str) -> int:
+    with psycopg.connect(db.libpq_url(url), connect_timeout=10) as conn:
+        return conn.info.server_version // 10000
+
+
+def _tool_major(path: Path) -> int | None:
+    try:
+        out = procs.run([str(path), "--version"]).stdout  # "pg_dump (PostgreSQL) 15.18 ..."
+    except OSError:
+        return None
+    m = re.search(r"\) (\d+)", out)
+    return int(m.group(1)) if m else None
+
+
+def client_bin_dir(major: int) -> Path:
+    """A bin directory whose pg_dump and pg_restore are of PostgreSQL `major`: the server's
+    own major version, since a newer pg_dump writes settings (e.g. transaction_timeout) that
+    an older server refuses on restore. Looks in SR_PLATFORM_PG_BIN / the embedded wheel,
+    Debian's /usr/lib/postgresql/N/bin, then PATH."""
+    if major in _tools_cache:
+        return _tools_cache[major]
+    candidates: list[Path] = []
+    try:
+        candidates.append(settings.pg_bin_dir())
+    except RuntimeError:
+        pass
+    candidates.append(Path(f"/usr/lib/postgresql/{major}/bin"))
+    if found := shutil.which("pg_dump"):
+        candidates.append(Path(found).resolve().parent)
+    for d in candidates:
+        if (d / "pg_dump").exists() and (d / "pg_restore").exists() \
+                and _tool_major(d / "pg_dump") == major:
+            _tools_cache[major] = d
+            return d
+    raise BackupError(
+        f"the server is PostgreSQL {major}, and no pg_dump/pg_restore {major} was found (looked "
+        f"in {', '.join(map(str, dict.fromkeys(candidates)))}): a dump by another major version "
+        f"may not restore on this server. Install them (Debian: apt-get install "
+        f"postgresql-client-{major}) or set SR_PLATFORM_PG_BIN to their bin directory")
+
+
+def _tool(name: str, url: str) -> str:
+    return str(client_bin_dir(server_major(url)) / name)
+
+
+def _run_tool(args: list[str], url: str, what: str) -> str:
+    """Run a libpq tool with `--dbname=` `url` appended, as a conninfo without the password
+    (that goes through PGPASSWORD: argv is visible to every user). Returns its stdout."""
+    conninfo, env = db.tool_target(url)
+    proc = procs.run([*args, f"--dbname={conninfo}"], env=env)
+    if proc.returncode != 0:
+        raise BackupError(f"{what} failed: {proc.stderr.strip()}")
+    return proc.stdout
 
 
 @dataclass
@@ -75,13 +181,16 @@ def table_counts(conn: psycopg.Connection) -> dict[str, int]:
 
 
 def _pg_dump(url: str, out: Path, snapshot: str | None = None) -> None:
-    args = [_tool("pg_dump"), "--format=custom", "--file", str(out), "--dbname",
-            db.libpq_url(url)]
+    args = [_tool("pg_dump", url), "--format=custom", "--file", str(out)]
     if snapshot:
         args += ["--snapshot", snapshot]
-    proc = subprocess.run(args, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise BackupError(f"pg_dump of {out.name} failed: {proc.stderr.strip()}")
+    _run_tool(args, url, f"pg_dump of {out.name}")
+    _fsync_file(out)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
 
 
 def _dagster_url(url: str) -> str | None:
@@ -99,20 +208,44 @@ def _dagster_url(url: str) -> str | None:
     return candidate
 
 
+def _owner(url: str | None) -> str:
+    """The URL dumps and restores run as: the owner's login role (SR_PLATFORM_OWNER_URL on an
+    external server)."""
+    return db.database_url(role=db.OWNER_ROLE) if url is None else db.role_url(url, db.OWNER_ROLE)
+
+
 def take_backup(url: str | None = None, root: Path | None = None,
                 include_dagster: bool = True, now: datetime | None = None) -> Backup:
+    """Dump the platform database (and Dagster's, when reachable) into a new backup
+    directory; complete, fsynced and listed only once its manifest is in place."""
     started = time.perf_counter()
+    owner = _owner(url)
     url = url or db.database_url()
-    owner = db.role_url(url, db.OWNER_ROLE)
-    root = root or backup_dir()
+    root = Path(root or backup_dir()).resolve()
     now = now or datetime.now(UTC)
-    backup_id = now.strftime(ID_FORMAT)
-    n = 1
-    while (root / backup_id).exists():
-        n += 1
-        backup_id = f"{now.strftime(ID_FORMAT)}-{n}"
-    path = root / backup_id
-    path.mkdir(parents=True)
+    with locked(root):
+        backup_id = now.strftime(ID_FORMAT)
+        n = 1
+        while (root / backup_id).exists():
+            n += 1
+            backup_id = f"{now.strftime(ID_FORMAT)}-{n}"
+        partial = root / f"{PARTIAL}{backup_id}"
+        shutil.rmtree(partial, ignore_errors=True)
+        procs.private_dir(partial)
+        try:
+            b = _dump_into(partial, backup_id, owner, url, include_dagster, now, started)
+            path = root / backup_id
+            os.replace(partial, path)
+            procs.fsync_dir(root)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+    b.path = path
+    return b
+
+
+def _dump_into(path: Path, backup_id: str, owner: str, url: str, include_dagster: bool,
+               now: datetime, started: float) -> Backup:
     files: dict[str, dict] = {}
     with db.connect(owner) as conn:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -134,31 +267,54 @@ def take_backup(url: str | None = None, root: Path | None = None,
     manifest = {k: v for k, v in asdict(b).items() if k not in ("path", "verified")}
     manifest["created_at"] = now.isoformat()
     manifest["kind"] = "logical"
-    (path / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    procs.write_private(path / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return b
+
+
+def _safe_name(path: Path, name: str) -> str:
+    """A file a manifest names: a plain name inside its backup directory, nothing else."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name \
+            or (path / name).resolve().parent != path.resolve():
+        raise BackupError(f"{path / MANIFEST}: refusing file {name!r}: a manifest may only "
+                          "name files inside its own backup directory")
+    return name
 
 
 def _load(path: Path) -> Backup:
     m = json.loads((path / MANIFEST).read_text())
     verified = json.loads((path / VERIFIED).read_text()) if (path / VERIFIED).exists() else None
+    files = {_safe_name(path, name): meta for name, meta in m["files"].items()}
+    if m["id"] != path.name:
+        raise BackupError(f"{path / MANIFEST}: its id {m['id']!r} is not its directory's name")
     return Backup(m["id"], path, datetime.fromisoformat(m["created_at"]), m["server_version"],
-                  m["revision"], m["row_counts"], m["files"], m.get("seconds", 0.0), verified)
+                  m["revision"], m["row_counts"], files, m.get("seconds", 0.0), verified)
 
 
 def list_backups(root: Path | None = None) -> list[Backup]:
-    """Complete backups (with a manifest), oldest first."""
+    """Complete backups (with a valid manifest), oldest first. A directory whose manifest is
+    invalid is left out here; get_backup says why."""
     root = root or backup_dir()
     if not root.is_dir():
         return []
-    found = [_load(p) for p in root.iterdir() if (p / MANIFEST).is_file()]
+    found = []
+    for p in root.iterdir():
+        if not p.name.startswith(".") and (p / MANIFEST).is_file():
+            try:
+                found.append(_load(p))
+            except (BackupError, ValueError, KeyError):
+                continue
     return sorted(found, key=lambda b: (b.created_at, b.id))
 
 
 def get_backup(backup_id: str, root: Path | None = None) -> Backup:
-    for b in list_backups(root):
-        if b.id == backup_id:
-            return b
-    raise BackupError(f"no backup {backup_id!r} in {root or backup_dir()} "
+    root = Path(root or backup_dir())
+    path = root / backup_id
+    if ID_PATTERN.fullmatch(backup_id) and (path / MANIFEST).is_file():
+        try:
+            return _load(path)
+        except (ValueError, KeyError) as exc:
+            raise BackupError(f"{path / MANIFEST} is not a valid manifest: {exc}") from exc
+    raise BackupError(f"no backup {backup_id!r} in {root} "
                       "(`sr-platform backup list` shows them)")
 
 
@@ -169,10 +325,46 @@ def _database_exists(url: str, name: str) -> bool:
                             (name,)).fetchone() is not None
 
 
+# TOC entries a restore leaves out: extensions need a superuser, and the database owner
+# restores (the local cluster adds pg_stat_statements back as its administrator)
+_SKIPPED_TOC = re.compile(r"^\d+; \d+ \d+ (EXTENSION|COMMENT - EXTENSION) ")
+
+
+def _restore_list(dump: Path, url: str, work: Path) -> tuple[Path, bool]:
+    """pg_restore's table of contents without the extension entries; and whether it had any."""
+    conninfo, env = db.tool_target(url)
+    proc = procs.run([_tool("pg_restore", url), "--list", str(dump)], env=env)
+    if proc.returncode != 0:
+        raise BackupError(f"pg_restore --list of {dump} failed: {proc.stderr.strip()}")
+    lines = proc.stdout.splitlines(keepends=True)
+    kept = [ln for ln in lines if not _SKIPPED_TOC.match(ln)]
+    listing = work / "toc.list"
+    listing.write_text("".join(kept))
+    return listing, len(kept) != len(lines)
+
+
+def _pg_restore(dump: Path, target: str) -> None:
+    """Restore in three steps: pre-data (tables), data, ANALYZE, post-data (indexes, keys).
+    Without statistics the planner validates each partition's foreign key with a Merge Anti
+    Join that took a minute per leaf at 660k events; with them, milliseconds."""
+    with tempfile.TemporaryDirectory(prefix="sr-restore-") as work:
+        listing, had_extensions = _restore_list(dump, target, Path(work))
+        for section in ("pre-data", "data", "post-data"):
+            if section == "post-data":
+                with db.connect(target, autocommit=True) as conn:
+                    conn.execute("ANALYZE")
+            _run_tool([_tool("pg_restore", target), "--exit-on-error", "--single-transaction",
+                       "--no-comments", f"--section={section}", "--use-list", str(listing),
+                       str(dump)], target, f"pg_restore ({section})")
+    if had_extensions and db.has_passfile(target):
+        db.ensure_extensions(db.role_url(target, db.ADMIN_ROLE))
+
+
 def restore(backup_id: str, into: str, url: str | None = None, replace: bool = False,
             root: Path | None = None) -> dict[str, int]:
     """Restore a backup's platform database into a NEW database `into` (an existing one only
     with replace=True). Checks every file's sha256 first. Returns the restored row counts."""
+    owner = _owner(url)
     url = url or db.database_url()
     b = get_backup(backup_id, root)
     for name, meta in b.files.items():
@@ -183,14 +375,14 @@ def restore(backup_id: str, into: str, url: str | None = None, replace: bool = F
             raise BackupError(f"database {into!r} exists; pass --replace to overwrite it")
         db.drop_database(url, into)
     db.ensure_database(url, into, owner=db.OWNER_ROLE)
-    target = db.role_url(db.with_database(url, into), db.OWNER_ROLE)
-    proc = subprocess.run(
-        [_tool("pg_restore"), "--exit-on-error", "--single-transaction", "--no-comments",
-         "--dbname", db.libpq_url(target), str(b.path / "sr_platform.dump")],
-        capture_output=True, text=True)
-    if proc.returncode != 0:
-        db.drop_database(url, into)
-        raise BackupError(f"pg_restore of {backup_id} failed: {proc.stderr.strip()}")
+    target = db.with_database(owner, into)
+    try:
+        _pg_restore(b.path / "sr_platform.dump", target)
+    except BaseException as exc:
+        db.drop_database(url, into)  # a failed restore leaves nothing behind
+        if isinstance(exc, BackupError):
+            raise BackupError(f"restore of {backup_id} into {into!r}: {exc}") from exc
+        raise
     with db.connect(target) as conn:
         return table_counts(conn)
 
@@ -200,26 +392,34 @@ def verify(backup_id: str | None = None, url: str | None = None,
     """Restore a backup (default: the newest) into a scratch database, compare row counts and
     revision with its manifest, drop the scratch database; record and return the outcome."""
     url = url or db.database_url()
-    backups = list_backups(root)
-    if not backups:
-        raise BackupError(f"no backups in {root or backup_dir()}")
-    b = get_backup(backup_id, root) if backup_id else backups[-1]
-    scratch = f"sr_verify_{b.id.lower().replace('-', '_')}"
-    started = time.perf_counter()
-    try:
-        counts = restore(b.id, scratch, url, replace=True, root=root)
-        revision = current(db.with_database(url, scratch))
-    finally:
-        db.drop_database(url, scratch)
+    root = Path(root or backup_dir())
+    with locked(root):
+        backups = list_backups(root)
+        if not backups:
+            raise BackupError(f"no backups in {root}")
+        b = get_backup(backup_id, root) if backup_id else backups[-1]
+        scratch = f"{SCRATCH_PREFIX}{b.id.lower().replace('-', '_')}"
+        started = time.perf_counter()
+        try:
+            counts = restore(b.id, scratch, url, replace=True, root=root)
+            revision = current(db.with_database(url, scratch))
+        finally:
+            db.drop_database(url, scratch)
+        return _record_verification(b, counts, revision, time.perf_counter() - started)
+
+
+def _record_verification(b: Backup, counts: dict[str, int], revision: str | None,
+                         seconds: float) -> dict:
     outcome = {
         "backup_id": b.id, "verified_at": datetime.now(UTC).isoformat(),
-        "restore_seconds": round(time.perf_counter() - started, 3),
+        "restore_seconds": round(seconds, 3),
         "counts_match": counts == b.row_counts, "revision_match": revision == b.revision,
         "mismatched_tables": sorted(t for t in set(counts) | set(b.row_counts)
                                     if counts.get(t) != b.row_counts.get(t)),
     }
     outcome["ok"] = outcome["counts_match"] and outcome["revision_match"]
-    (b.path / VERIFIED).write_text(json.dumps(outcome, indent=2) + "\n")
+    procs.write_private(b.path / VERIFIED, json.dumps(outcome, indent=2) + "\n")
+    b.verified = outcome
     return outcome
 
 
@@ -243,6 +443,42 @@ def rotate(root: Path | None = None, daily: int = 7, weekly: int = 4,
             shutil.rmtree(b.path)
             removed.append(b.id)
     return removed
+
+
+def cleanup(url: str | None = None, root: Path | None = None) -> list[str]:
+    """Remove what killed or failed runs left: unfinished backup directories (no manifest,
+    or `.partial-*`, logical and physical) and scratch databases of an interrupted
+    verification that nobody is connected to. Returns what it removed, one line each."""
+    root = Path(root or backup_dir())
+    removed: list[str] = []
+    if not root.is_dir():
+        return removed
+    with locked(root):
+        for parent in (root, root / "base"):
+            for p in sorted(parent.iterdir()) if parent.is_dir() else []:
+                half = p.name.startswith(PARTIAL) or (
+                    ID_PATTERN.fullmatch(p.name) and not (p / MANIFEST).is_file())
+                if half and p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                    removed.append(f"unfinished backup {p}")
+        removed += [f"scratch database {name}" for name in _drop_scratch_databases(url)]
+    return removed
+
+
+def _drop_scratch_databases(url: str | None) -> list[str]:
+    url = url or db.database_url()
+    admin = db.role_url(db.with_database(url, "postgres"), db.ADMIN_ROLE)
+    try:
+        with psycopg.connect(db.libpq_url(admin), connect_timeout=10) as conn:
+            names = [r[0] for r in conn.execute(
+                "SELECT datname FROM pg_database d WHERE starts_with(datname, %s) AND NOT "
+                "EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)",
+                (SCRATCH_PREFIX,))]
+    except psycopg.Error:
+        return []  # not allowed to list or reach: nothing we can clean
+    for name in names:
+        db.drop_database(url, name)
+    return names
 
 
 def newest_verified(root: Path | None = None) -> Backup | None:

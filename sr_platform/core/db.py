@@ -17,11 +17,13 @@ Least privilege: each kind of work connects as its own login role.
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from . import settings
 from .localpg import SUPERUSER, LocalCluster
@@ -66,18 +68,35 @@ def role_url(url: str, role: str | None) -> str:
     (a passfile URL); otherwise `url` unchanged."""
     if role is None or not has_passfile(url):
         return url
-    u = make_url(url).set(username=LOGIN_OF[role])
-    return u.render_as_string(hide_password=False)
+    return _render(make_url(url).set(username=LOGIN_OF[role]))
+
+
+def _render(u: URL) -> str:
+    """The URL as text, its database name percent-encoded (SQLAlchemy decodes it when parsing
+    but writes it back raw, and libpq refuses a name with a space or a '?')."""
+    text = u._replace(database=None).render_as_string(hide_password=False)
+    if u.database is None:
+        return text
+    base, sep, query = text.partition("?")
+    return f"{base}/{quote(u.database, safe='')}{sep}{query}"
 
 
 def with_database(url: str, database: str) -> str:
-    return make_url(url).set(database=database).render_as_string(hide_password=False)
+    return _render(make_url(url).set(database=database))
 
 
 def sqlalchemy_url(url: str, driver: str = "psycopg") -> str:
-    return make_url(url).set(drivername=f"postgresql+{driver}").render_as_string(
-        hide_password=False
-    )
+    return _render(make_url(url).set(drivername=f"postgresql+{driver}"))
+
+
+def tool_target(url: str) -> tuple[str, dict[str, str]]:
+    """(conninfo, environment) for a libpq command-line tool (pg_dump, pg_restore, ...): the
+    conninfo names no password, which goes in PGPASSWORD instead, because a process's
+    arguments are visible to every user of the machine (`ps`)."""
+    params = conninfo_to_dict(libpq_url(url))
+    password = params.pop("password", None)
+    env = {"PGPASSWORD": password} if password else {}
+    return make_conninfo("", **params), env
 
 
 def libpq_url(url: str) -> str:

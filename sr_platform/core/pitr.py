@@ -10,6 +10,7 @@ the local cluster; on another server use pgBackRest (docs/backup.md).
 """
 
 import json
+import os
 import shutil
 import subprocess
 import tarfile
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import backup, db, settings
+from . import backup, db, procs, settings
 from .localpg import LocalCluster, _service_account, free_port
 
 BASE_DIR = "base"
@@ -62,26 +63,50 @@ def _start_wal(path: Path) -> str:
 
 
 def take_base_backup(root: Path | None = None, now: datetime | None = None) -> BaseBackup:
+    """pg_basebackup of the local cluster, checked with pg_verifybackup; built in
+    base/.partial-<id> and renamed to base/<id> once complete (see backup.take_backup)."""
     cluster = _require_local()
-    root = (root or backup.backup_dir()) / BASE_DIR
-    started = time.perf_counter()
-    now = now or datetime.now(UTC)
-    backup_id = now.strftime(backup.ID_FORMAT)
-    path = root / backup_id
-    path.mkdir(parents=True)
-    admin = db.libpq_url(cluster.url("postgres"))
-    for args in ([str(cluster.source_bin_dir / "pg_basebackup"), "--dbname", admin, "-D",
-                  str(path), "-Ft", "-z", "-X", "fetch", "-c", "fast", "--no-password"],
+    root = Path(root or backup.backup_dir()).resolve()
+    with backup.locked(root):
+        base = procs.private_dir(root / BASE_DIR)
+        started = time.perf_counter()
+        now = now or datetime.now(UTC)
+        backup_id = now.strftime(backup.ID_FORMAT)
+        n = 1
+        while (base / backup_id).exists():
+            n += 1
+            backup_id = f"{now.strftime(backup.ID_FORMAT)}-{n}"
+        partial = base / f"{backup.PARTIAL}{backup_id}"
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            b = _base_backup_into(cluster, partial, backup_id, now, started)
+            os.replace(partial, base / backup_id)
+            procs.fsync_dir(base)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+    b.path = base / backup_id
+    return b
+
+
+def _base_backup_into(cluster: LocalCluster, path: Path, backup_id: str, now: datetime,
+                      started: float) -> BaseBackup:
+    conninfo, env = db.tool_target(cluster.url("postgres"))
+    for args in ([str(cluster.source_bin_dir / "pg_basebackup"), f"--dbname={conninfo}",
+                  "-D", str(path), "-Ft", "-z", "-X", "fetch", "-c", "fast", "--no-password"],
                  [str(cluster.source_bin_dir / "pg_verifybackup"), "--no-parse-wal",
                   str(path)]):
-        proc = subprocess.run(args, capture_output=True, text=True)
+        proc = procs.run(args, env=env)
         if proc.returncode != 0:
-            shutil.rmtree(path, ignore_errors=True)
             raise RecoveryError(f"{Path(args[0]).name} failed: {proc.stderr.strip()}")
+    path.chmod(0o700)  # pg_basebackup creates it with the server's directory mode
+    for f in path.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
     finished = datetime.now(UTC)
     b = BaseBackup(backup_id, path, now, finished, _start_wal(path),
                    sum(f.stat().st_size for f in path.iterdir()), time.perf_counter() - started)
-    (path / "manifest.json").write_text(json.dumps({
+    procs.write_private(path / "manifest.json", json.dumps({
         "id": b.id, "kind": "physical", "created_at": now.isoformat(),
         "finished_at": finished.isoformat(), "start_wal": b.start_wal, "bytes": b.bytes,
         "seconds": round(b.seconds, 3), "server_version": cluster.version(),
@@ -93,7 +118,7 @@ def list_base_backups(root: Path | None = None) -> list[BaseBackup]:
     base = (root or backup.backup_dir()) / BASE_DIR
     out = []
     for p in sorted(base.iterdir()) if base.is_dir() else []:
-        if (p / "manifest.json").is_file():
+        if not p.name.startswith(".") and (p / "manifest.json").is_file():
             m = json.loads((p / "manifest.json").read_text())
             out.append(BaseBackup(m["id"], p, datetime.fromisoformat(m["created_at"]),
                                   datetime.fromisoformat(m["finished_at"]), m["start_wal"],

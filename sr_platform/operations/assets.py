@@ -5,7 +5,7 @@ from datetime import datetime
 
 import dagster as dg
 
-from ..core import backup, health, maintenance, retention, settings, sla
+from ..core import backup_cycle, health, maintenance, retention, sla
 from ..resources import PostgresResource
 from .resources import BackupStore
 
@@ -71,22 +71,18 @@ def retention_pruning(context: dg.AssetExecutionContext, config: RetentionConfig
                       "rotation (7 daily, 4 weekly) and WAL cleanup.")
 def database_backup(context: dg.AssetExecutionContext, postgres: PostgresResource,
                     backups: BackupStore):
-    from ..core import pitr
-
-    root = backups.directory()
-    url = postgres.url()
-    b = backup.take_backup(url, root=root)
+    c = backup_cycle.run(postgres.url(), root=backups.directory())
+    b, outcome = c.logical, c.verification
     meta: dict = {"backup_id": b.id, "path": dg.MetadataValue.path(str(b.path)),
                   "logical_bytes": b.bytes, "logical_seconds": round(b.seconds, 3),
-                  "row_counts": dg.MetadataValue.json(b.row_counts)}
-    if not settings.external_database_url():  # physical backups: the local cluster
-        base = pitr.take_base_backup(root=root)
-        meta |= {"base_backup_id": base.id, "base_backup_bytes": base.bytes,
-                 "base_backup_seconds": round(base.seconds, 3)}
-        meta["base_backups_removed"] = len(pitr.rotate_base_backups(root))
-    outcome = backup.verify(b.id, url, root=root)
-    meta["logical_backups_removed"] = len(backup.rotate(root))
-    meta["restore_seconds"] = outcome["restore_seconds"]
+                  "row_counts": dg.MetadataValue.json(b.row_counts),
+                  "logical_backups_removed": len(c.rotated_logical),
+                  "leftovers_removed": dg.MetadataValue.json(c.cleaned),
+                  "restore_seconds": outcome["restore_seconds"]}
+    if c.base is not None:  # physical backups: the local cluster
+        meta |= {"base_backup_id": c.base.id, "base_backup_bytes": c.base.bytes,
+                 "base_backup_seconds": round(c.base.seconds, 3),
+                 "base_backups_removed": len(c.rotated_base)}
     yield dg.MaterializeResult(metadata=meta)
     yield dg.AssetCheckResult(check_name="backup_restores", passed=outcome["ok"],
                               severity=dg.AssetCheckSeverity.ERROR,
