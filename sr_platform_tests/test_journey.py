@@ -27,13 +27,12 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from sr_platform.cli import dev_environment
 from sr_platform.core import db, settings
 from sr_platform.core.localpg import LocalCluster, free_port, read_pgpass
 from sr_platform.operations.definitions import jobs as operations_jobs
 
 from .dagster_dev import sr_platform_dev, stripped_environment
-
-pytestmark = pytest.mark.slow
 
 RESTORED = "journey_restored"
 EXTERNAL_LOGIN = "sr_journey"
@@ -208,6 +207,7 @@ def journey(request, tmp_path) -> Iterator[Journey]:
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(EXTERNAL_LOGIN)))
 
 
+@pytest.mark.slow
 def test_journey(journey: Journey):
     j = journey
     try:
@@ -438,3 +438,14 @@ def _stop(j: Journey) -> None:
         if str(runtime) in argv or str(j.tmp.parent) in argv:
             left.append(argv)
     assert left == [], left
+
+
+@pytest.mark.skipif(settings.external_database_url() is not None,
+                    reason="the environment `make run` gives Dagster on the local cluster")
+def test_make_run_does_not_tell_dagster_the_local_cluster_is_another_server(server_url):
+    """SR_PLATFORM_DATABASE_URL means another server: with the local cluster's URL in it,
+    make run's backup_job took no physical base backup (found by the journey)."""
+    env = dev_environment()
+    assert settings.DATABASE_URL_ENV not in env
+    storage = make_url(env["SR_PLATFORM_DAGSTER_STORAGE_URL"])
+    assert (storage.username, storage.database) == ("sr_dagster", settings.DAGSTER_DATABASE)
