@@ -389,7 +389,8 @@ def _operations_jobs(j: Journey) -> None:
     Dagster (sr_platform.cli.dev_environment), with SUCCESS."""
     code = ("import json; from sr_platform.cli import dev_environment; e = dev_environment(); "
             "print(json.dumps({k: e[k] for k in ('SR_PLATFORM_DATABASE_URL', "
-            "'SR_PLATFORM_DAGSTER_STORAGE_URL', 'SR_PLATFORM_LANDING_DIR', 'DAGSTER_HOME')}))")
+            "'SR_PLATFORM_DAGSTER_STORAGE_URL', 'SR_PLATFORM_LANDING_DIR', 'DAGSTER_HOME') "
+            "if k in e}))")
     dagster_env = dict(j.env, **json.loads(j.run([sys.executable, "-c", code]).stdout),
                        **LENIENT_SLA)
     names = [job.name for job in operations_jobs]
