@@ -18,9 +18,13 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 # Start PostgreSQL (local unless SR_PLATFORM_DATABASE_URL is set), migrate to head, materialize
-# the schema asset, load a sample, and serve Dagster on http://127.0.0.1:3000.
+# the schema asset, put a sample in the landing zone (the landing sensor loads it), and serve
+# Dagster on http://$(HOST):$(PORT) (make run PORT=3100 for another port). Ctrl-C stops Dagster;
+# PostgreSQL keeps running until `make db-stop` (or `sr-platform db stop`).
+HOST ?= 127.0.0.1
+PORT ?= 3000
 run: install
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/sr-platform dev
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/sr-platform dev --host $(HOST) --port $(PORT)
 
 # The suite without the tests marked slow (browser, kill -9, dagster dev, PITR, ...).
 test: install

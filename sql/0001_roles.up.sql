@@ -34,7 +34,12 @@ BEGIN
         GRANT sr_owner TO CURRENT_USER;
     END IF;
     IF current_user <> 'sr_owner' AND NOT pg_has_role(current_user, 'sr_writer', 'MEMBER') THEN
-        GRANT sr_writer, sr_reader TO CURRENT_USER;
+        BEGIN
+            GRANT sr_writer, sr_reader TO CURRENT_USER;
+        EXCEPTION WHEN insufficient_privilege THEN
+            -- a separate owner login (a plain member of sr_owner): it needs neither
+            RAISE NOTICE '% is not made a member of sr_writer and sr_reader', current_user;
+        END;
     END IF;
 END
 $$;

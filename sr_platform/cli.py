@@ -1,18 +1,21 @@
 """`sr-platform`: the command-line face over sr_platform.core."""
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.engine import make_url
 
 # backup, migrate (alembic) and catalog are imported by the commands that use them: alembic
 # alone is 0.35 s of every `sr-platform load`'s start
 from .core import db, landing, loader, settings
+from .core.text import printable
 
 
 def _db_start(args) -> int:
@@ -43,7 +46,7 @@ def _db_status(args) -> int:
         u = make_url(external)
         print(f"database: external ({settings.DATABASE_URL_ENV}) {u.host}:{u.port}/{u.database}")
         try:
-            s = schema_summary(external)
+            s = schema_summary(db.database_url(role=db.READER_ROLE))  # a read: as the reader
         except Exception as exc:  # noqa: BLE001 - status reports, never raises
             print(f"state:    unreachable ({exc.__class__.__name__}: {exc})")
             return 1
@@ -59,7 +62,7 @@ def _db_status(args) -> int:
           f"state:    {'up' if st.running else 'down'}")
     if st.running:
         print(f"revision: {migrate.current(db.database_url())}")
-    return 0 if st.running else 3
+    return EXIT_OK if st.running else EXIT_DOWN
 
 
 def _db_url(args) -> int:
@@ -73,8 +76,9 @@ def _db_upgrade(args) -> int:
     if args.backup_first:
         b = backup.take_backup()
         print(f"backup {b.id} {b.path} (restore with `sr-platform restore {b.id} --into NAME`)")
-    migrate.upgrade(db.database_url(), args.revision)
-    print(f"at revision {migrate.current(db.database_url())}")
+    owner = db.database_url(role=db.OWNER_ROLE)  # SR_PLATFORM_OWNER_URL where set
+    migrate.upgrade(owner, args.revision)
+    print(f"at revision {migrate.current(owner)}")
     return 0
 
 
@@ -83,14 +87,15 @@ def _db_downgrade(args) -> int:
     if args.backup_first:
         b = backup.take_backup()
         print(f"backup {b.id} {b.path} (restore with `sr-platform restore {b.id} --into NAME`)")
-    migrate.downgrade(db.database_url(), args.revision, allow_data_loss=args.allow_data_loss)
-    print(f"at revision {migrate.current(db.database_url())}")
+    owner = db.database_url(role=db.OWNER_ROLE)
+    migrate.downgrade(owner, args.revision, allow_data_loss=args.allow_data_loss)
+    print(f"at revision {migrate.current(owner)}")
     return 0
 
 
 def _db_current(args) -> int:
     from .core import migrate
-    rev = migrate.current(db.database_url())
+    rev = migrate.current(db.database_url(role=db.OWNER_ROLE))
     print(f"{rev} (head)" if rev == migrate.head() else str(rev))
     return 0
 
@@ -105,6 +110,8 @@ def _db_history(args) -> int:
 ROLE_CHOICES = {"writer": db.WRITER_ROLE, "reader": db.READER_ROLE, "owner": db.OWNER_ROLE,
                 "admin": db.ADMIN_ROLE}
 EXIT_OK, EXIT_ERROR, EXIT_REJECTED, EXIT_NOT_EVENT_FILE = 0, 1, 2, 3
+EXIT_DOWN = 3  # db status: the local cluster is not running
+EXIT_USAGE = 64  # sysexits.h EX_USAGE: bad arguments (argparse's own 2 is the load's "rejected")
 
 
 def _progress_factory(enabled: bool):
@@ -115,21 +122,25 @@ def _progress_factory(enabled: bool):
     def factory(path: Path, _total: int):
         if path.stat().st_size < 5_000_000:  # small files finish before a bar helps
             return None
-        bar = tqdm(desc=path.name, unit=" rows", unit_scale=True, leave=False)
+        bar = tqdm(desc=printable(path.name), unit=" rows", unit_scale=True, leave=False)
         return bar.update
 
     return factory
 
 
-def print_load_summary(results: list[loader.LoadResult], out=sys.stdout) -> None:
-    w = max([len(r.path.name) for r in results] + [5])
+def print_load_summary(results: list[loader.LoadResult], out=None) -> None:
+    out = out or sys.stdout  # looked up at the call: a redirected stdout counts
+    # file names and the errors quoting them are escaped (text.printable): a name holding
+    # control characters must not repaint the terminal
+    names = [printable(r.path.name) for r in results]
+    w = max([len(n) for n in names] + [5])
     print(f"{'file':<{w}} {'read':>10} {'loaded':>10} {'duplicate':>10} {'rejected':>9} "
           f"{'rows/s':>10}", file=out)
-    for r in results:
+    for name, r in zip(names, results, strict=True):
         if r.error:
-            print(f"{r.path.name:<{w}} {'not loaded: ' + r.error}", file=out)
+            print(f"{name:<{w}} {'not loaded: ' + printable(r.error)}", file=out)
             continue
-        print(f"{r.path.name:<{w}} {r.rows_read:>10,} {r.loaded:>10,} {r.duplicates:>10,} "
+        print(f"{name:<{w}} {r.rows_read:>10,} {r.loaded:>10,} {r.duplicates:>10,} "
               f"{r.rejected:>9,} {r.rows_per_second:>10,.0f}", file=out)
     ok = [r for r in results if not r.error]
     secs = sum(r.seconds for r in ok)
@@ -140,22 +151,48 @@ def print_load_summary(results: list[loader.LoadResult], out=sys.stdout) -> None
           file=out)
     for r in ok:
         if r.ignored_columns:
-            print(f"note: {r.path.name}: ignored columns not in the contract: "
-                  f"{', '.join(r.ignored_columns)}", file=out)
+            print(f"note: {printable(r.path.name)}: ignored columns not in the contract: "
+                  f"{printable(', '.join(r.ignored_columns))}", file=out)
     reasons = sum((r.reasons for r in ok), Counter())
     if reasons:
         print("top reasons for rejected rows (all in table rejected_events):", file=out)
         for rule, count in reasons.most_common(8):
             print(f"  {count:>8,}  {rule}", file=out)
+            example = next(r.rule_reasons[rule] for r in ok if rule in r.rule_reasons)
+            print(f"            e.g. {printable(example)}", file=out)
+            lines = "; ".join(f"{printable(r.path.name)} "
+                              + ", ".join(map(str, r.rule_lines[rule]))
+                              for r in ok if r.rule_lines.get(rule))
+            print(f"            first lines: {lines}", file=out)
+        print("list them: sr-platform rejected [--file FILE] [--rule RULE] "
+              "(or sr-platform rejected --help)", file=out)
+
+
+def print_derived_summary(reports, out=None) -> None:
+    """What the load left derived: every touched pair's levels and features refreshed."""
+    out = out or sys.stdout
+    if not reports:
+        return
+    changed = sum(r.levels["changed"] for r in reports)
+    breached = sum(r.levels["breached"] for r in reports)
+    features = sum(r.features["written"] for r in reports)
+    print(f"derived: {len(reports)} pairs refreshed: levels {changed:,} changed "
+          f"({breached:,} breached in all), features {features:,} written", file=out)
 
 
 def _load(args) -> int:
-    results = loader.load_paths(args.paths, assume_tz=args.assume_tz,
-                                progress_factory=_progress_factory(sys.stderr.isatty()))
-    if not results:
+    from .core import ingest
+
+    files = loader.find_event_files(args.paths)
+    if not files:
         print("sr-platform: error: no event files found", file=sys.stderr)
         return EXIT_ERROR
+    run = ingest.Ingest(db.database_url(), files, origin="cli", assume_tz=args.assume_tz,
+                        progress_factory=_progress_factory(sys.stderr.isatty()))
+    reports = run.run()
+    results = run.results
     print_load_summary(results)
+    print_derived_summary(reports)
     if any(r.database_failed for r in results):
         return EXIT_ERROR
     if any(r.error for r in results):
@@ -174,31 +211,106 @@ def _generate(args) -> int:
     return EXIT_OK
 
 
+TIME_EXAMPLE = "e.g. 2026-11-25T10:00:00Z, 2026-11-25T11:00:00+01:00, or 2026-11-25 (midnight UTC)"
+
+
 def _parse_time(text: str) -> datetime:
-    t = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    """An ISO 8601 instant with Z or an offset; a bare date means its midnight UTC."""
+    try:
+        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time; expected {TIME_EXAMPLE}") from None
     if t.tzinfo is None:
-        raise ValueError(f"{text!r} has no UTC offset (write Z or +hh:mm)")
+        if len(text.strip()) == 10:  # YYYY-MM-DD: a day, taken as its start in UTC
+            return t.replace(tzinfo=UTC)
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no UTC offset; add Z or +hh:mm, {TIME_EXAMPLE}")
     return t
+
+
+def _time_zone(text: str) -> str:
+    """An IANA time zone name, checked when the arguments are parsed."""
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a known time zone; expected an IANA name, e.g. Europe/London, "
+            "America/New_York or UTC") from None
+    return text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1, e.g. 20")
+    return n
+
+
+def _rule(text: str) -> str:
+    from .core.quarantine import RULE_PATTERNS
+
+    if text not in RULE_PATTERNS:
+        raise argparse.ArgumentTypeError(
+            f"unknown rule {text!r}; expected one the load summary names, e.g. "
+            f"'event_creation_date has an offset' (all: {', '.join(RULE_PATTERNS)})")
+    return text
+
+
+def _rejected(args) -> int:
+    from .core import quarantine
+
+    file = args.file
+    if file is not None and Path(file).exists():
+        file = str(Path(file).resolve())  # the loader stores the resolved path
+    rows = quarantine.rejected_rows(file=file, rule=args.rule, since=args.since,
+                                    limit=args.limit)
+    fields = ("file", "line", "rule", "reason", "raw")
+    if args.format == "json":
+        print(json.dumps([{"file": r.file, "line": r.line, "rule": r.rule, "reason": r.reason,
+                           "raw": r.raw} for r in rows], indent=1))
+    elif args.format == "csv":
+        import csv
+
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(fields)
+        for r in rows:
+            w.writerow((r.file, r.line, r.rule, r.reason, json.dumps(r.raw)))
+    else:
+        for r in rows:
+            print(f"{r.file}:{r.line}  [{r.rule}]  {r.reason}\n    raw: {json.dumps(r.raw)}")
+        lines = len({(r.file, r.line) for r in rows})
+        more = f" (at most {args.limit}; --limit N for more)" if lines == args.limit else ""
+        print(f"{lines} rejected rows, {len(rows)} reasons{more}")
+    return EXIT_OK
 
 
 def _prune(args) -> int:
     from .core import backup, retention
 
-    report = retention.prune(as_of=_parse_time(args.as_of) if args.as_of else None,
-                             dry_run=args.dry_run,
+    report = retention.prune(as_of=args.as_of, dry_run=args.dry_run,
                              archive_dir=backup.backup_dir() / "archive" if args.archive
                              else None)
+    cutoffs = dict(report.cutoffs)
+    cutoffs.setdefault(retention.LEVELS, cutoffs[retention.EVENTS])  # levels go with events
+    kept = retention.oldest_kept(db.database_url(role=db.READER_ROLE), cutoffs)
     verb = "would delete" if report.dry_run else "deleted"
-    print(f"retention as of {report.as_of.isoformat()} ({'dry run' if report.dry_run else ''}"
-          f"{'' if report.dry_run else 'applied'}):")
-    for table, cutoff in report.cutoffs.items():
-        print(f"  {table:<32} keeps rows from {cutoff.isoformat()}")
-    for lp in report.leaves:
-        print(f"  {verb} {lp.rows:>10,}  {lp.partition}")
+    print(f"retention as of {report.as_of.isoformat()} "
+          f"({'dry run: nothing changed' if report.dry_run else 'applied'}):")
+    w = max(len(t) for t in report.rows)
+    print(f"  {'table':<{w}}  {'keeps rows from (cutoff)':<25}  {verb:>12}  oldest row that stays")
     for table, n in report.rows.items():
-        oldest = report.oldest.get(table)
-        print(f"  {table:<32} {verb} {n:>10,}; oldest kept: "
-              f"{oldest.isoformat() if oldest else '-'}")
+        oldest = kept.get(table)
+        print(f"  {table:<{w}}  {cutoffs[table].isoformat():<25}  {n:>12,}  "
+              f"{oldest.isoformat() if oldest else '- (none)'}")
+    if args.verbose:
+        for lp in report.leaves:
+            print(f"  {verb} {lp.rows:>10,}  {lp.partition}")
+    elif report.leaves:
+        print(f"  {len(report.leaves)} partitions affected (--verbose lists them)")
     for path in report.archived:
         print(f"  archived: {path}")
     print(f"  {report.seconds:.2f} s")
@@ -247,8 +359,29 @@ def _restore(args) -> int:
 def _recover(args) -> int:
     from .core import pitr
 
-    url, _ = pitr.recover(_parse_time(args.to), Path(args.into), args.port)
-    print(url)
+    if args.stop or args.remove:
+        home = Path(args.stop or args.remove)
+        cluster = pitr.recovered_cluster(home)
+        if args.stop:
+            cluster.stop()
+            print(f"stopped the recovered cluster of {home} (its data stays in "
+                  f"{cluster.data_dir}; delete it with `sr-platform recover --remove {home}`)")
+        else:
+            cluster.remove()
+            print(f"removed the recovered cluster of {home}: stopped; {cluster.runtime} (data, "
+                  "log, WAL) and its passwords deleted")
+        return EXIT_OK
+    if not (args.to and args.into):
+        raise UsageError("recover needs --to and --into (or --stop DIR / --remove DIR)")
+    url, cluster = pitr.recover(args.to, Path(args.into), args.port)
+    home = cluster.home
+    print(f"recovered to {args.to.isoformat()} into a new cluster (the live one is untouched)\n"
+          f"url:     {url}\n"
+          f"port:    {cluster.port} (127.0.0.1 only)\n"
+          f"data:    {cluster.data_dir}\n"
+          f"log:     {cluster.log_file}\n"
+          f"stop:    sr-platform recover --stop {home}\n"
+          f"remove:  sr-platform recover --remove {home}   (stops it, deletes its data)")
     return EXIT_OK
 
 
@@ -268,72 +401,155 @@ def dev_environment() -> dict[str, str]:
     return env
 
 
-def _dev(args) -> int:
-    """Start PostgreSQL, migrate, materialize the schema asset, then run `dagster dev`."""
+SAMPLE_YEARS, SAMPLE_INSTRUMENTS = 1.0, 28
+
+
+def dagster_command(command: str, *args: str) -> list[str]:
+    """argv of `dagster COMMAND ...`, in this Python, with the one warning the command itself
+    raises silenced in its own process only: dagster 1.13 marks its `dev` and
+    `asset materialize` commands superseded by the `dg` CLI (not installed here)."""
+    function = {"dev": "dev_command", "asset": "asset_materialize_command"}[command]
+    return [sys.executable, "-W", f"ignore:Function `{function}` is superseded",
+            "-m", "dagster", command, *args]
+
+
+def dev_setup(env: dict[str, str], years: float = SAMPLE_YEARS,
+              instruments: int = SAMPLE_INSTRUMENTS) -> Path:
+    """What `sr-platform dev` does before `dagster dev`: migrate, put a sample in the landing
+    zone when it holds no event file, materialize the schema asset. Returns the landing zone.
+
+    The sample is loaded one way only: by the landing sensor's run, through Dagster, so the
+    first run and the first materializations a new user opens carry the sample's real counts
+    (loading it here too made that run say "0 loaded, 45,956 duplicate")."""
     from .core import migrate
-    env = dev_environment()
-    url = db.database_url()
-    migrate.upgrade(url)
-    sample = landing.landing_dir()
+
+    migrate.upgrade(env.get(settings.DATABASE_URL_ENV) or db.database_url())
+    sample = Path(env["SR_PLATFORM_LANDING_DIR"])
     if not landing.event_files(sample):
         from .core.generate import write_event_files
 
-        write_event_files(sample, years=1, instruments=28, seed=0)
-        print(f"generated a sample year of events for 28 instruments in {sample}")
-    # straight into PostgreSQL so the data is there when the UI opens; the landing sensor then
-    # materializes every partition in Dagster (finding the rows present) within minutes
-    print_load_summary(loader.load_paths([sample], url))
+        write_event_files(sample, years=years, instruments=instruments, seed=0)
+        print(f"generated a sample of {years:g} year of events for {instruments} instruments "
+              f"in {sample}; the landing sensor loads it within a minute of the UI opening "
+              "(Runs: ingest_landing_files)")
+    subprocess.run(dagster_command("asset", "materialize", "-m", "sr_platform.definitions",
+                                   "--select", "database_schema"), env=env, check=True)
+    return sample
+
+
+def _dev(args) -> int:
+    """Start PostgreSQL, migrate, materialize the schema asset, then run `dagster dev`."""
+    env = dev_environment()
+    dev_setup(env)
     workspace = str(settings.PROJECT_ROOT / "workspace.yaml")
-    subprocess.run(["dagster", "asset", "materialize", "-m", "sr_platform.definitions",
-                    "--select", "database_schema"], env=env, check=True)
-    print(f"Dagster UI: http://{args.host}:{args.port}", flush=True)
-    os.execvpe("dagster", ["dagster", "dev", "-h", args.host, "-p", str(args.port),
-                           "-w", workspace], env)
+    print(f"Dagster UI: http://{args.host}:{args.port}\n"
+          "stop: Ctrl-C stops Dagster; PostgreSQL keeps running (`sr-platform db stop` or "
+          "`make db-stop` stops it)", flush=True)
+    argv = dagster_command("dev", "-h", args.host, "-p", str(args.port), "-w", workspace)
+    # what Dagster writes under DAGSTER_HOME (compute logs with op output, run history) is
+    # private to our user, like everything else the platform writes
+    os.umask(0o077)
+    os.execve(argv[0], argv, env)
+
+
+class UsageError(Exception):
+    """Arguments that parse but do not fit together: exit EXIT_USAGE."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits EXIT_USAGE (64), not 2: 2 means "rows rejected"."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+COMMON_CODES = (f"{EXIT_OK} ok", f"{EXIT_ERROR} error (the message says what failed)",
+                f"{EXIT_USAGE} usage error (bad or missing arguments)")
+EXIT_CODES = {  # command -> its own exit codes, besides COMMON_CODES
+    "load": (f"{EXIT_OK} every row loaded or already present",
+             f"{EXIT_ERROR} error, e.g. the database failed (the files it names were rolled "
+             "back whole; rerun them)",
+             f"{EXIT_REJECTED} some rows were rejected (see `sr-platform rejected`); all other "
+             "rows loaded",
+             f"{EXIT_NOT_EVENT_FILE} some files are not event files (nothing of them loaded)"),
+    "db status": (f"{EXIT_OK} the database is up", f"{EXIT_ERROR} external database unreachable",
+                  f"{EXIT_DOWN} the local cluster is down"),
+    "backup": (f"{EXIT_OK} backup taken (and proven by a restore unless --no-verify)",
+               f"{EXIT_ERROR} error, or the proving restore did not match"),
+}
+
+
+def _epilog(command: str) -> str:
+    codes = EXIT_CODES.get(command, ())
+    numbers = {c.split()[0] for c in codes}
+    rows = list(codes) + [c for c in COMMON_CODES if c.split()[0] not in numbers]
+    return "exit codes:\n" + "\n".join(f"  {c}" for c in rows)
+
+
+def _add(sub, name: str, command: str | None = None, **kwargs) -> argparse.ArgumentParser:
+    return sub.add_parser(name, epilog=_epilog(command or name),
+                          formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sr-platform", description=__doc__)
+    p = _Parser(prog="sr-platform", description=__doc__, epilog=_epilog(""),
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
-    dbp = sub.add_parser("db", help="the database: local cluster and migrations")
+    dbp = _add(sub, "db", help="the database: local cluster and migrations")
     dbs = dbp.add_subparsers(dest="db_command", required=True)
-    dbs.add_parser("start", help="start the local cluster").set_defaults(fn=_db_start)
-    dbs.add_parser("stop", help="stop the local cluster").set_defaults(fn=_db_stop)
-    dbs.add_parser("status", help="where the data lives, port, version, up/down").set_defaults(
-        fn=_db_status)
-    u = dbs.add_parser("url", help="print the database URL")
+    _add(dbs, "start", "db start", help="start the local cluster").set_defaults(fn=_db_start)
+    _add(dbs, "stop", "db stop", help="stop the local cluster").set_defaults(fn=_db_stop)
+    _add(dbs, "status", "db status",
+         help="where the data lives, port, version, up/down").set_defaults(fn=_db_status)
+    u = _add(dbs, "url", "db url", help="print the database URL")
     u.add_argument("--database", default=None, help="another database on the same server")
     u.add_argument("--driver", default=None, help="SQLAlchemy driver suffix, e.g. psycopg2")
     u.add_argument("--role", choices=list(ROLE_CHOICES), default="writer",
                    help="whose rights the URL carries (local cluster; default writer: loads). "
                    "reader for analysts, owner for migrations, admin for cluster work")
     u.set_defaults(fn=_db_url)
-    up = dbs.add_parser("upgrade", help="migrate forward (default: head)")
+    up = _add(dbs, "upgrade", "db upgrade", help="migrate forward (default: head)")
     up.add_argument("revision", nargs="?", default="head")
     up.add_argument("--backup-first", action="store_true",
                     help="take a logical backup before migrating")
     up.set_defaults(fn=_db_upgrade)
-    down = dbs.add_parser("downgrade", help="migrate back to REV ('base' removes everything)")
+    down = _add(dbs, "downgrade", "db downgrade",
+                help="migrate back to REV ('base' removes everything)")
     down.add_argument("revision")
     down.add_argument("--backup-first", action="store_true",
                       help="take a logical backup before migrating")
     down.add_argument("--allow-data-loss", action="store_true",
                       help="let a down step drop tables that hold rows (back up first)")
     down.set_defaults(fn=_db_downgrade)
-    dbs.add_parser("current", help="the database's revision").set_defaults(fn=_db_current)
-    dbs.add_parser("history", help="all revisions, oldest first").set_defaults(fn=_db_history)
+    _add(dbs, "current", "db current",
+         help="the database's revision").set_defaults(fn=_db_current)
+    _add(dbs, "history", "db history",
+         help="all revisions, oldest first").set_defaults(fn=_db_history)
 
-    ld = sub.add_parser("load", help="load event files (CSV/Parquet) or folders of them",
-                        description="Exit codes: 0 all rows loaded or already present; "
-                        "1 error, e.g. the database failed (the files it names were rolled "
-                        "back whole; rerun them); 2 some rows were "
-                        "rejected (see rejected_events); 3 some files are not event files.")
+    ld = _add(sub, "load", help="load event files (CSV/Parquet) or folders of them")
     ld.add_argument("paths", nargs="+", type=Path)
-    ld.add_argument("--assume-tz", default=None, metavar="TZ",
-                    help="zone of timestamps written without an offset (default: refuse them)")
+    ld.add_argument("--assume-tz", default=None, metavar="TZ", type=_time_zone,
+                    help="IANA zone of timestamps written without an offset, e.g. "
+                    "Europe/London (default: refuse them)")
     ld.set_defaults(fn=_load)
 
-    gen = sub.add_parser("generate", help="write synthetic event files")
+    rj = _add(sub, "rejected", help="list quarantined rows (table rejected_events): file, "
+              "line, rule, reason, raw row; newest load first")
+    rj.add_argument("--file", default=None, metavar="PATH",
+                    help="only this file (its path, or its name)")
+    rj.add_argument("--rule", default=None, metavar="RULE", type=_rule,
+                    help="only rows breaking RULE, as the load summary names it "
+                    "(e.g. 'event_creation_date has an offset')")
+    rj.add_argument("--since", default=None, metavar="ISO8601", type=_parse_time,
+                    help=f"only rows rejected at or after this time ({TIME_EXAMPLE})")
+    rj.add_argument("--limit", default=100, metavar="N", type=_positive_int,
+                    help="at most N rows (default 100)")
+    rj.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    rj.set_defaults(fn=_rejected)
+
+    gen = _add(sub, "generate", help="write synthetic event files")
     gen.add_argument("--years", type=float, default=1.0)
     gen.add_argument("--instruments", type=int, default=28)
     gen.add_argument("--out", required=True)
@@ -343,49 +559,64 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--format", choices=["csv", "parquet"], default="csv")
     gen.set_defaults(fn=_generate)
 
-    pr = sub.add_parser("prune", help="apply the retention policy (2 y events, 5 y features)")
-    pr.add_argument("--as-of", default=None, metavar="ISO8601",
-                    help="prune as if it were this time (default now)")
+    pr = _add(sub, "prune", help="apply the retention policy (2 y events, 5 y features)")
+    pr.add_argument("--as-of", default=None, metavar="ISO8601", type=_parse_time,
+                    help=f"prune as if it were this time (default now; {TIME_EXAMPLE})")
     pr.add_argument("--dry-run", action="store_true", help="report only; change nothing")
     pr.add_argument("--archive", action="store_true",
                     help="write pruned events/features to Parquet under the backup directory")
+    pr.add_argument("--verbose", action="store_true", help="also list every partition affected")
     pr.set_defaults(fn=_prune)
 
-    bk = sub.add_parser("backup", help="take a backup (logical + physical on the local "
-                        "cluster), restore it into a scratch database to prove it; or list")
+    bk = _add(sub, "backup", help="take a backup (logical + physical on the local "
+              "cluster), restore it into a scratch database to prove it; or list")
     bk.add_argument("action", nargs="?", choices=["list"], default=None)
     bk.add_argument("--no-verify", action="store_true", help="skip the proving restore")
     bk.set_defaults(fn=_backup)
 
-    rs = sub.add_parser("restore", help="restore a logical backup into a new database")
+    rs = _add(sub, "restore", help="restore a logical backup into a new database")
     rs.add_argument("backup_id")
     rs.add_argument("--into", required=True, metavar="DBNAME")
     rs.add_argument("--replace", action="store_true",
                     help="drop and replace DBNAME if it exists")
     rs.set_defaults(fn=_restore)
 
-    rc = sub.add_parser("recover", help="point-in-time recovery into a NEW local cluster")
-    rc.add_argument("--to", required=True, metavar="ISO8601")
-    rc.add_argument("--into", required=True, metavar="DIR")
+    rc = _add(sub, "recover", help="point-in-time recovery into a NEW local cluster; "
+              "--stop/--remove DIR stop or delete a recovered one")
+    rc.add_argument("--to", metavar="ISO8601", type=_parse_time,
+                    help=f"the instant to recover to ({TIME_EXAMPLE})")
+    rc.add_argument("--into", metavar="DIR", help="a new directory for the recovered cluster")
     rc.add_argument("--port", type=int, default=None)
+    done = rc.add_mutually_exclusive_group()
+    done.add_argument("--stop", metavar="DIR", help="stop the cluster recovered into DIR")
+    done.add_argument("--remove", metavar="DIR",
+                      help="stop the cluster recovered into DIR and delete its data")
     rc.set_defaults(fn=_recover)
 
-    dev = sub.add_parser("dev", help="start everything and serve the Dagster UI")
+    dev = _add(sub, "dev", help="start everything and serve the Dagster UI (what `make run` "
+               "runs)", description="Start PostgreSQL, migrate, put a sample in the landing "
+               "zone (the landing sensor loads it), serve the Dagster UI. Ctrl-C stops Dagster, "
+               "PostgreSQL keeps running until `sr-platform db stop`.")
     dev.add_argument("--host", default="127.0.0.1")
-    dev.add_argument("--port", type=int, default=3000)
+    dev.add_argument("--port", type=int, default=3000, help="the UI's port (default 3000)")
     dev.set_defaults(fn=_dev)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         return args.fn(args) or 0
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"sr-platform: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as exc:  # one clear line for operators; tracebacks with SR_PLATFORM_DEBUG
         if os.environ.get("SR_PLATFORM_DEBUG"):
             raise
-        print(f"sr-platform: error: {exc}", file=sys.stderr)
-        return 1
+        print(f"sr-platform: error: {printable(exc)}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -87,8 +87,9 @@ def app_url(server_url) -> Iterator[str]:
 @pytest.fixture
 def clean_db(app_url) -> str:
     with psycopg.connect(db.libpq_url(app_url), autocommit=True) as conn:
+        # load_log too: a test sees only its own loads (e.g. outside_loads_sensor reads them)
         conn.execute("TRUNCATE new_resistance_events, support_and_resistance_master, "
-                     "event_features, rejected_events")
+                     "event_features, rejected_events, load_log")
     return app_url
 
 

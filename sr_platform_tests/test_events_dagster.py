@@ -77,14 +77,14 @@ def test_sensor_requests_one_run_per_tick(resources, landing, clean_db):
         (add,) = result.dynamic_partitions_requests
         assert (add.partitions_def_name, list(add.partition_keys)) == (
             "instruments", ["EUR_USD", "GBP_USD"])
-        assert json.loads(result.cursor).keys() == set(files)
+        assert json.loads(result.cursor)["recent"].keys() == set(files)
         # the tick does no database work: the run creates the partitions it loads
         assert _partitions(clean_db) == partitions_before
 
         # a second tick with the cursor sees nothing new, even before the run has finished
         again = landing_zone_sensor(dg.build_sensor_context(
             instance=instance, resources=resources, definitions=defs, cursor=result.cursor))
-        assert isinstance(again, dg.SkipReason)
+        assert again.skip_reason and not again.run_requests
 
         # a retried tick (same cursor as the first) asks for the same run key: no new run
         retry = landing_zone_sensor(dg.build_sensor_context(
@@ -105,7 +105,7 @@ def test_sensor_requests_one_run_per_tick(resources, landing, clean_db):
         assert req3.run_key != req.run_key
         (add,) = third.dynamic_partitions_requests
         assert list(add.partition_keys) == ["USD_JPY"]
-        assert str(landing / "junk.csv") in json.loads(third.cursor)
+        assert str(landing / "junk.csv") in json.loads(third.cursor)["recent"]
 
 
 def _tick_and_run(instance, resources, cursor=None):
@@ -340,8 +340,10 @@ def test_rejected_rows_warn_and_the_counts_check_holds(resources, landing, clean
     counts = checks["loaded_equals_source_minus_rejected"]
     n = int(expected[("EUR_USD", "H1")]) + 1
     assert counts.passed
+    # the same figures as the landing run's check (one definition, core/ingest.py)
     assert (counts.metadata["source_rows"].value, counts.metadata["rejected"].value,
-            counts.metadata["in_table"].value) == (n + 1, 1, n)
+            counts.metadata["loaded"].value,
+            counts.metadata["in_table_written_by_this_run"].value) == (n + 1, 1, n, n)
     assert _count(clean_db, "rejected_events") == 1
 
 
@@ -365,8 +367,8 @@ def test_counts_check_passes_with_two_copies_of_one_file(resources, landing, cle
     counts = checks["loaded_equals_source_minus_rejected"]
     assert counts.passed
     assert (counts.metadata["source_rows"].value, counts.metadata["rejected"].value,
-            counts.metadata["source_distinct_good_ids"].value,
-            counts.metadata["in_table"].value) == (2 * n, 0, n, n)
+            counts.metadata["duplicate"].value, counts.metadata["loaded"].value,
+            counts.metadata["in_table_written_by_this_run"].value) == (2 * n, 0, n, n, n)
     assert _count(clean_db, "new_resistance_events") == n
 
 
@@ -374,9 +376,9 @@ def test_a_database_outage_asks_for_retries(landing, monkeypatch):
     """Unreachable database: the load step asks Dagster to retry (3 times), instead of failing
     for good; nothing else is retried this way."""
     from sr_platform.core.localpg import free_port
-    from sr_platform.events import assets as event_assets
+    from sr_platform.events import reporting
 
-    monkeypatch.setattr(event_assets, "OUTAGE_RETRY_SECONDS", 0)
+    monkeypatch.setattr(reporting, "OUTAGE_RETRY_SECONDS", 0)
     dead = f"postgresql://nobody@127.0.0.1:{free_port()}/sr_platform?connect_timeout=2"
     key = partition_key("EUR_USD", "H1")
     with dg.instance_for_test() as instance:
@@ -418,9 +420,9 @@ def test_the_ingest_run_asks_for_retries_when_the_database_is_down(landing, monk
     """Unreachable database: the ingest step asks Dagster to retry (3 times) instead of failing
     for good, as the events asset does."""
     from sr_platform.core.localpg import free_port
-    from sr_platform.events import ingest
+    from sr_platform.events import reporting
 
-    monkeypatch.setattr(ingest, "OUTAGE_RETRY_SECONDS", 0)
+    monkeypatch.setattr(reporting, "OUTAGE_RETRY_SECONDS", 0)
     dead = f"postgresql://nobody@127.0.0.1:{free_port()}/sr_platform?connect_timeout=2"
     resources = {"postgres": PostgresResource(database_url=dead),
                  "landing_zone": LandingZone(path=str(landing))}

@@ -32,7 +32,9 @@ def test_policy_on_the_events_asset():
             for k in graph.get_all_asset_keys()
             if graph.get(k).freshness_policy} == {"new_resistance_events": policy}
     # the superseded freshness checks and their (stopped) sensor are gone
-    assert sorted(s.name for s in defs.sensors) == ["landing_zone_sensor", "run_failure_alert"]
+    assert sorted(s.name for s in defs.sensors) == [
+        "check_failure_alert", "landing_zone_sensor", "outside_loads_sensor",
+        "run_failure_alert"]
     assert sorted(k.name for k in graph.asset_check_keys
                   if k.asset_key == new_resistance_events.key) == [
         "loaded_equals_source_minus_rejected", "no_rows_in_catch_all_partitions",

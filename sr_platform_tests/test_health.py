@@ -113,8 +113,18 @@ def test_another_server_is_not_local(server_url, make_db, tmp_path):
     assert [h.metrics[k] for k in ("wal_archive_bytes", "wal_archive_files",
                                    "wal_archive_fs_free_bytes", "wal_archive_fs_free_pct")] \
         == [None] * 4
-    check = _space(h)
-    assert (check.level, check.summary) == ("ok", "not local: the WAL archive is not on this "
-                                                  "machine")
+    check = _space(h)  # nothing measured is no pass
+    assert (check.level, check.summary) == ("warn", "not measured: the WAL archive is not on "
+                                                    "this machine (it is watched where the "
+                                                    "server runs)")
+    (disk,) = [c for c in h.checks if c.name == "free_disk"]
+    assert (disk.level, disk.summary) == ("warn", "not measured: the data directory is not on "
+                                                  "this machine")
+    assert disk.metadata["free_disk_pct"] is None
     assert "WAL archive: not local (the server's archive is watched where it runs)" in h.notes
     assert [c.name for c in h.checks] == list(health.CHECK_NAMES)
+
+
+def test_readable_bytes():
+    assert [health.readable_bytes(n) for n in (None, 999, 1000, 152_345_678, 2.5e9, 3e12)] \
+        == ["n/a", "999 B", "1.00 kB", "152.35 MB", "2.50 GB", "3.00 TB"]

@@ -32,7 +32,7 @@ from sr_platform.core import db, settings
 from sr_platform.core.localpg import LocalCluster, free_port, read_pgpass
 from sr_platform.operations.definitions import jobs as operations_jobs
 
-from .dagster_dev import sr_platform_dev, stripped_environment
+from .dagster_dev import graphql, sr_platform_dev, stripped_environment
 
 RESTORED = "journey_restored"
 EXTERNAL_LOGIN = "sr_journey"
@@ -225,26 +225,46 @@ def test_journey(journey: Journey):
 
 
 def _make_run(j: Journey) -> None:
-    """`sr-platform dev` (what `make run` runs) until the UI answers, then stopped."""
+    """`sr-platform dev` (what `make run` runs) until the UI answers and the landing sensor's
+    run has loaded the sample, then stopped."""
     started = time.perf_counter()
-    with sr_platform_dev(j.env, j.tmp):
+    with sr_platform_dev(j.env, j.tmp) as dev:
         j.times["make run until the UI answers"] = time.perf_counter() - started
+        if not j.external:
+            j.admin = j.sr("db", "url", "--role", "admin").stdout.strip()
+        files = sorted(j.landing.glob("*.csv"))
+        assert len(files) == 28  # the generated sample: 28 instruments, one year
+        j.sample_rows = sum(len(f.read_text().splitlines()) - 1 for f in files)
+        statuses = _wait_for_sample_load(dev.port, j)
+        j.times["make run until the sample is loaded"] = time.perf_counter() - started
+    assert statuses and set(statuses) == {"SUCCESS"}, statuses
     if not j.external:
-        j.admin = j.sr("db", "url", "--role", "admin").stdout.strip()
-        passfile = Path(j.env["SR_PLATFORM_HOME"]) / "pgpass"
-        j.secrets = list(read_pgpass(passfile).values())
+        j.secrets = list(read_pgpass(Path(j.env["SR_PLATFORM_HOME"]) / "pgpass").values())
         assert len(j.secrets) == 5
         # what ensure_database gives the platform database of the local cluster
         assert j.query("SELECT extname::text FROM pg_extension WHERE extname = "
                        "'pg_stat_statements'") == [("pg_stat_statements",)]
-    # the whole generated sample is in the database: 28 instruments, one year
-    files = sorted(j.landing.glob("*.csv"))
-    assert len(files) == 28
-    rows = sum(len(f.read_text().splitlines()) - 1 for f in files)
-    j.sample_rows = rows
+    # the whole sample is in the database, one level per event
     assert j.query("SELECT count(*), count(DISTINCT instrument) FROM new_resistance_events") \
-        == [(rows, 28)]
-    assert j.query("SELECT count(*) FROM support_and_resistance_master") == [(rows,)]
+        == [(j.sample_rows, 28)]
+    assert j.query("SELECT count(*) FROM support_and_resistance_master") == [(j.sample_rows,)]
+    assert j.query("SELECT count(DISTINCT source) FROM load_log") == [(28,)]
+
+
+def _wait_for_sample_load(port: int, j: Journey, timeout: float = 600) -> list[str]:
+    """The statuses of the landing sensor's runs, once they are all done and the sample's
+    rows are in (or one of them did not succeed)."""
+    query = ('{ runsOrError(filter: {pipelineName: "ingest_landing_files"}) '
+             '{ ... on Runs { results { status } } } }')
+    deadline = time.monotonic() + timeout
+    while True:
+        statuses = [r["status"] for r in graphql(port, query)["runsOrError"]["results"]]
+        if statuses and set(statuses) <= {"SUCCESS", "FAILURE", "CANCELED"}:
+            if set(statuses) != {"SUCCESS"} or j.query(
+                    "SELECT count(*) FROM new_resistance_events") == [(j.sample_rows,)]:
+                return statuses
+        assert time.monotonic() < deadline, f"the sample is not loaded: runs {statuses}"
+        time.sleep(2)
 
 
 def _first_commands(j: Journey) -> dict[str, int]:

@@ -112,6 +112,32 @@ def assert_loaded_once(url: str, n: int) -> None:
           AND l.last_test_date IS NULL AND l.breach_date IS NULL""") == n
 
 
+def assert_loaded_once_and_derived(url: str, n: int) -> None:
+    """Exactly n events, one level and one feature row each, and every level's outcome what
+    levels.level_outcomes computes from its pair's events: what `sr-platform load` leaves."""
+    import pandas as pd
+
+    from sr_platform.core.levels import level_outcomes
+
+    assert scalar(url, "SELECT count(*) FROM new_resistance_events") == n
+    assert scalar(url, "SELECT count(*) FROM support_and_resistance_master") == n
+    assert scalar(url, "SELECT count(*) FROM event_features") == n
+    events = pd.DataFrame(fetch(url, "SELECT instrument, granularity, original_event_id::text, "
+                                     "event_creation_date, event_price_level::float8, "
+                                     "atr_at_event::float8 FROM new_resistance_events "
+                                     "ORDER BY event_creation_date, original_event_id"),
+                          columns=["instrument", "granularity", "original_event_id", "ts",
+                                   "price", "atr"])
+    expected = sorted(
+        (r.original_event_id, r.status, int(r.test_count))
+        for _, g in events.groupby(["instrument", "granularity"])
+        for r in level_outcomes(g.reset_index(drop=True)).itertuples())
+    assert sorted(fetch(url, "SELECT original_event_id::text, status, test_count FROM "
+                             "support_and_resistance_master")) == expected
+    assert sorted(fetch(url, "SELECT original_event_id::text, level_status, level_test_count "
+                             "FROM event_features")) == expected
+
+
 def events_snapshot(url: str) -> list[tuple]:
     return fetch(url, """
         SELECT original_event_id::text, event_type, event_creation_date, granularity,
@@ -702,12 +728,12 @@ def test_cli_load_clean_exits_0(clean_db, tmp_path):
     assert re.search(r"^clean\.csv\s+2\s+2\s+0\s+0\s", proc.stdout, re.M)
     assert re.search(r"^total\s+2\s+2\s+0\s+0\s.*\(1 files, ", proc.stdout, re.M)
     assert "top reasons" not in proc.stdout
-    assert_loaded_once(clean_db, 2)
+    assert_loaded_once_and_derived(clean_db, 2)
 
     again = run_cli(clean_db, "load", str(path))
     assert again.returncode == 0, again.stderr
     assert re.search(r"^clean\.csv\s+2\s+0\s+2\s+0\s", again.stdout, re.M)
-    assert_loaded_once(clean_db, 2)
+    assert_loaded_once_and_derived(clean_db, 2)
 
 
 def test_cli_load_with_rejects_exits_2(clean_db, tmp_path):
@@ -717,7 +743,7 @@ def test_cli_load_with_rejects_exits_2(clean_db, tmp_path):
     assert re.search(r"^some_bad\.csv\s+3\s+2\s+0\s+1\s", proc.stdout, re.M)
     assert "top reasons for rejected rows (all in table rejected_events):" in proc.stdout
     assert re.search(r"^\s+1\s+granularity in W/D/H4/H1$", proc.stdout, re.M)
-    assert_loaded_once(clean_db, 2)
+    assert_loaded_once_and_derived(clean_db, 2)
     assert rejections(clean_db) == [(3, ["granularity: 'M5' is not one of W, D, H4, H1"])]
 
 
@@ -730,7 +756,7 @@ def test_cli_load_non_event_file_exits_3_and_loads_the_rest(clean_db, tmp_path):
     assert re.search(r"^junk\.csv\s+not loaded: .*junk\.csv: not an event file: the file is empty",
                      proc.stdout, re.M)
     assert re.search(r"^good\.csv\s+1\s+1\s+0\s+0\s", proc.stdout, re.M)
-    assert_loaded_once(clean_db, 1)
+    assert_loaded_once_and_derived(clean_db, 1)
 
 
 def test_cli_load_folder_and_assume_tz(clean_db, tmp_path):
@@ -741,7 +767,7 @@ def test_cli_load_folder_and_assume_tz(clean_db, tmp_path):
     (folder / "notes.txt").write_text("not an event file, and not picked up from a folder")
     refused = run_cli(clean_db, "load", str(folder))
     assert refused.returncode == 2, refused.stderr
-    assert_loaded_once(clean_db, 1)
+    assert_loaded_once_and_derived(clean_db, 1)
 
     proc = run_cli(clean_db, "load", "--assume-tz", "Europe/Berlin", str(folder))
     assert proc.returncode == 0, proc.stderr
@@ -852,7 +878,7 @@ def test_two_loaders_on_overlapping_files(clean_db, tmp_path):
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
 
-    assert_loaded_once(clean_db, total)
+    assert_loaded_once_and_derived(clean_db, total)
     logs = load_log_rows(clean_db, a) + load_log_rows(clean_db, b)
     assert [r[2] for r in logs] == [size, size]
     assert sum(r[3] for r in logs) == total  # loaded between them: the union

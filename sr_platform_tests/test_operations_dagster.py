@@ -3,6 +3,7 @@ restore, partition maintenance, health figures and checks, SLA checks, schedules
 run-failure alert reaching a local HTTP server."""
 
 import json
+import re
 import threading
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -11,7 +12,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from sr_platform.core import db, loader, settings
+from sr_platform.core import db, health, loader, settings
 from sr_platform.core.generate import write_event_files
 from sr_platform.definitions import defs
 from sr_platform.operations.assets import (
@@ -88,6 +89,9 @@ def test_health_asset_reports_numbers_and_checks(resources, monkeypatch):
                 "wal_archive_failures", "catch_all_rows"):
         assert isinstance(meta[key].value, int | float), key
     assert meta["catch_all_rows"].value == 0
+    # sizes also readable beside the numbers that plot
+    assert re.fullmatch(r"\d+\.\d\d (kB|MB|GB)", meta["database_size"].value)
+    assert meta["database_size"].value == health.readable_bytes(meta["database_bytes"].value)
     checks = _checks(result)
     assert set(checks) == set(HEALTH_CHECKS)
     # no backup in this (fresh) backup directory: the backup check fails with ERROR
@@ -120,15 +124,64 @@ def test_sla_checks_fail_when_a_target_is_impossible(resources, loaded, monkeypa
     assert result.success
     assert all(c.passed for c in _checks(result).values())
     assert set(_checks(result)) == set(SLA_CHECKS)
-    with psycopg.connect(db.libpq_url(loaded)) as conn:  # the writes were rolled back
-        assert conn.execute("SELECT count(*) FROM new_resistance_events WHERE instrument = "
-                            "'SLA_PROBE'").fetchone() == (0,)
+    with dg.instance_for_test() as instance:  # the writes and the probe's leaves rolled back
+        assert _sla_probe_traces(loaded, instance) == {"tables": [], "partitions": 0,
+                                                       "registry": 0, "dagster": []}
     monkeypatch.setenv("SR_PLATFORM_SLA_INSERT_P99_MS", "0.000001")
     result = dg.materialize([sla_benchmark], resources=resources, raise_on_error=False)
     checks = _checks(result)
     assert not checks["single_insert_under_target"].passed
     assert checks["single_insert_under_target"].severity == dg.AssetCheckSeverity.ERROR
     assert not result.success  # blocking: the run fails, so the failure alert fires
+
+
+def _sla_probe_traces(url: str, instance: dg.DagsterInstance) -> dict:
+    with psycopg.connect(db.libpq_url(url)) as conn:
+        return {
+            "tables": [r[0] for r in conn.execute(
+                "SELECT relname FROM pg_class WHERE relname ILIKE '%sla_probe%' ORDER BY 1")],
+            "partitions": conn.execute("SELECT count(*) FROM list_partitions() WHERE "
+                                       "instrument = 'SLA_PROBE'").fetchone()[0],
+            "registry": conn.execute("SELECT count(*) FROM event_id_registry WHERE "
+                                     "instrument = 'SLA_PROBE'").fetchone()[0],
+            "dagster": [p for p in instance.get_dynamic_partitions("instruments")
+                        if "SLA" in p]}
+
+
+def test_sla_with_no_events_warns_not_measured_and_leaves_no_probe(server_url, make_db,
+                                                                     tmp_path, monkeypatch):
+    url = make_db(server_url)  # migrated, no events
+    resources = {"postgres": PostgresResource(database_url=url),
+                 "backups": BackupStore(path=str(tmp_path / "backups"))}
+    for name, value in (("INSERT_P99_MS", "60000"), ("BULK_ROWS_PER_S", "1")):
+        monkeypatch.setenv(f"SR_PLATFORM_SLA_{name}", value)
+    none = {"tables": [], "partitions": 0, "registry": 0, "dagster": []}
+    with dg.instance_for_test() as instance:
+        # what an older version left: a committed probe pair and its Dagster partition
+        with psycopg.connect(db.libpq_url(url), autocommit=True) as conn:
+            conn.execute("SELECT ensure_partition('SLA_PROBE', 'H1')")
+        instance.add_dynamic_partitions("instruments", ["SLA_PROBE"])
+        assert _sla_probe_traces(url, instance)["tables"]
+        result = dg.materialize([sla_benchmark], resources=resources, instance=instance)
+        assert result.success  # WARN blocks nothing
+        checks = _checks(result)
+        for name in ("latest_by_instrument_under_target", "range_query_under_target"):
+            assert (checks[name].passed, checks[name].severity, checks[name].description) == (
+                False, dg.AssetCheckSeverity.WARN, "not measured: no events in any pair yet")
+        for name in ("single_insert_under_target", "bulk_load_meets_target"):
+            assert checks[name].passed
+        assert _sla_probe_traces(url, instance) == none
+        # partition maintenance after the SLA job finds no probe to register
+        dg.materialize([partition_maintenance], resources=resources, instance=instance)
+        assert _sla_probe_traces(url, instance) == none
+
+
+def test_every_check_has_a_description():
+    graph = defs.resolve_asset_graph()
+    keys = sorted(graph.asset_check_keys, key=str)
+    assert len(keys) == 16
+    missing = [str(k) for k in keys if not (graph.get_check_spec(k).description or "").strip()]
+    assert missing == []
 
 
 def test_partition_maintenance_registers_pairs_and_is_idempotent(resources):

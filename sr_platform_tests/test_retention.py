@@ -1,5 +1,6 @@
 """Retention against a real PostgreSQL: exact boundaries, the cascade, dry run, the archive."""
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -114,11 +115,14 @@ def test_archive_round_trip_reloads_the_pruned_events(loaded, tmp_path):
             "event_creation_date < %s ORDER BY 2", (PAIR[0], EVENTS_CUT)).fetchall()
     assert len(old) == 4
     report = retention.prune(loaded, as_of=AS_OF, archive_dir=tmp_path / "archive")
-    events_archive = [p for p in report.archived if p.parent.name == retention.EVENTS]
-    assert [p.name for p in events_archive] == ["new_resistance_events_h1_ret_t.parquet"]
-    assert events_archive[0].parent.parent.name == "20260601T000000Z"
+    # <archive>/<as-of stamp>/<table>/<leaf>/<run id>-<batch no>.parquet
+    events_archive = [p for p in report.archived if p.parent.parent.name == retention.EVENTS]
+    assert len(events_archive) == 1
+    assert events_archive[0].parent.name == "new_resistance_events_h1_ret_t"
+    assert events_archive[0].parent.parent.parent.name == "20260601T000000Z"
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{8}-00001\.parquet", events_archive[0].name)
     assert pd.read_parquet(events_archive[0]).shape == (4, len(retention.EVENT_FILE_COLUMNS))
-    features_archive = [p for p in report.archived if p.parent.name == retention.FEATURES]
+    features_archive = [p for p in report.archived if p.parent.parent.name == retention.FEATURES]
     assert len(features_archive) == 1 and len(pd.read_parquet(features_archive[0])) == 1
     result = loader.load_file(events_archive[0], loaded)
     assert (result.loaded, result.rejected, result.duplicates) == (4, 0, 0)

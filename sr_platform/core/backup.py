@@ -352,7 +352,9 @@ def _pg_restore(dump: Path, target: str) -> None:
         for section in ("pre-data", "data", "post-data"):
             if section == "post-data":
                 with db.connect(target, autocommit=True) as conn:
-                    conn.execute("ANALYZE")
+                    # the two sides of each leaf's foreign key (recursing into the leaves):
+                    # what its validation plans on; the rest is analyzed by autovacuum
+                    conn.execute("ANALYZE new_resistance_events, support_and_resistance_master")
             _run_tool([_tool("pg_restore", target), "--exit-on-error", "--single-transaction",
                        "--no-comments", f"--section={section}", "--use-list", str(listing),
                        str(dump)], target, f"pg_restore ({section})")

@@ -10,9 +10,12 @@ Least privilege: each kind of work connects as its own login role.
   (loads, Dagster runs and sensors; the rights of sr_writer), sr_app_reader (sr_reader's),
   postgres (cluster administration only).
 - external server: SR_PLATFORM_DATABASE_URL is the writer's URL; SR_PLATFORM_OWNER_URL and
-  SR_PLATFORM_READER_URL may name separate login roles. A URL without a passfile keeps its own
-  user, which then drops to the group role with SET ROLE (weaker: such a session could RESET
-  ROLE, so give separate URLs in production).
+  SR_PLATFORM_READER_URL may name separate login roles (passwords in a PGPASSFILE, not in the
+  URLs, is best). `role_url` turns the configured SR_PLATFORM_DATABASE_URL (on any database
+  of its server) into the role's own URL when that is set, so every caller that asks for
+  the owner (migrations) or the reader (reads, health) with the platform's URL gets it. A URL
+  without a passfile keeps its own user, which then drops to the group role with SET ROLE
+  (weaker without separate URLs: such a session could RESET ROLE).
 """
 
 from collections.abc import Iterator
@@ -63,10 +66,29 @@ def has_passfile(url: str) -> bool:
     return "passfile" in make_url(sqlalchemy_url(url)).query
 
 
+def _configured_role_url(url: str, role: str) -> str | None:
+    """SR_PLATFORM_OWNER_URL / SR_PLATFORM_READER_URL (on `url`'s database) when `url` is the
+    configured SR_PLATFORM_DATABASE_URL, on any database of its server, and that is set."""
+    name = _EXTERNAL_ENV.get(role)
+    own, writer = (settings.env(name) if name else None), settings.external_database_url()
+    if not own or not writer:
+        return None
+    u, w = make_url(libpq_url(url)), make_url(libpq_url(writer))
+    if u.set(database=w.database) != w:
+        return None
+    return own if u.database == w.database else with_database(own, u.database)
+
+
 def role_url(url: str, role: str | None) -> str:
-    """`url` as the login role of `role` when the URL's server is one whose passwords we hold
-    (a passfile URL); otherwise `url` unchanged."""
-    if role is None or not has_passfile(url):
+    """`url` as `role`: its own configured URL for the platform's external server (see the
+    module's docstring); the login role of `role` when the URL's server is one whose passwords
+    we hold (a passfile URL); otherwise `url` unchanged."""
+    if role is None:
+        return url
+    configured = _configured_role_url(url, role)
+    if configured is not None:
+        return configured
+    if not has_passfile(url):
         return url
     return _render(make_url(url).set(username=LOGIN_OF[role]))
 

@@ -30,6 +30,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .keys import GRANULARITIES, INSTRUMENT_RE, Pair
+from .text import printable
 
 REQUIRED = (
     "event_creation_date", "granularity", "instrument", "event_price_level", "atr_at_event",
@@ -50,7 +51,7 @@ class EventFileError(ValueError):
     """The file is not an event file at all (or cannot be read); nothing of it is loaded."""
 
     def __init__(self, path: Path, problem: str, what: str = "not an event file") -> None:
-        super().__init__(f"{path}: {what}: {problem}")
+        super().__init__(f"{printable(path)}: {what}: {problem}")  # safe to print or log
         self.path = path
 
 
@@ -121,16 +122,14 @@ class _Tap(io.RawIOBase):
 
 class _Utf8Check:
     """Refuses non-UTF-8 text block by block (an incremental decoder keeps sequences cut at a
-    block boundary) and NUL bytes in the first 64 KiB (a binary file)."""
+    block boundary). A NUL byte is valid UTF-8: a binary file is refused by its header line
+    (_csv_header); a NUL inside a field is the row's fault, quarantined by the validator
+    (rule nul_byte), not the file's."""
 
     def __init__(self) -> None:
         self.decoder = codecs.getincrementaldecoder("utf-8")()
-        self.seen = 0
 
     def __call__(self, data: bytes) -> None:
-        if self.seen < 65536 and b"\x00" in data[:65536 - self.seen]:
-            raise UnicodeDecodeError("utf-8", data[:1], 0, 1, "NUL byte")
-        self.seen += len(data)
         self.decoder.decode(data, final=not data)
 
 
@@ -364,6 +363,8 @@ class EventFile:
         line one record with exactly the header's field count. Ragged or short lines and
         comma-only lines fail that proof (by counting) and go to the exact reader."""
         n = len(self.columns)
+        if b"\x00" in data:  # the C parser's handling of NUL is its own: the csv module's is exact
+            return None
         try:
             frame = pd.read_csv(io.BytesIO(data), header=None, names=self.columns,
                                 usecols=keep, index_col=False, dtype=str,

@@ -41,8 +41,41 @@ class Thresholds:
         return settings.from_env(cls, "SR_PLATFORM_HEALTH_")
 
 
-CHECK_NAMES = ("backup_is_recent", "retention_is_applied", "no_rows_in_catch_all_partitions",
-               "dead_tuple_ratio", "free_disk", "wal_archiving_works", "wal_archive_space")
+# every check collect() reports, with what it watches (shown in the UI); thresholds are
+# SR_PLATFORM_HEALTH_<NAME>_WARN / _ERROR
+CHECK_DESCRIPTIONS = {
+    "backup_is_recent": "The newest backup proven by a restore is younger than "
+                        "BACKUP_AGE_HOURS (WARN above 26 h, ERROR above 50 h or when there is "
+                        "none).",
+    "retention_is_applied": "No event or feature row is older than the retention policy by more "
+                            "than RETENTION_LAG_DAYS (WARN above 1 day, ERROR above 7).",
+    "no_rows_in_catch_all_partitions": "No row sits in a NULL-guard partition and no DEFAULT "
+                                       "partition exists (ERROR otherwise).",
+    "dead_tuple_ratio": "The worst leaf's dead rows over its rows (leaves of 1,000 rows or "
+                        "more) stay under DEAD_TUPLE_RATIO (WARN above 0.2, ERROR above 0.5).",
+    "free_disk": "Free space of the local cluster's data disk stays above FREE_DISK_PCT (WARN "
+                 "below 20 %, ERROR below 10 %); WARN 'not measured' when the data directory "
+                 "is not on this machine.",
+    "wal_archiving_works": "PostgreSQL's WAL archiver has not failed since it last succeeded "
+                           "(pg_stat_archiver; ERROR otherwise: point-in-time recovery is at "
+                           "risk).",
+    "wal_archive_space": "The local WAL archive stays under WAL_ARCHIVE_GB (WARN above 20 GB) "
+                         "and its filesystem keeps WAL_ARCHIVE_FREE_PCT free (WARN below 20 %, "
+                         "ERROR below 10 %); WARN 'not measured' when the archive is not on "
+                         "this machine.",
+}
+CHECK_NAMES = tuple(CHECK_DESCRIPTIONS)
+
+
+def readable_bytes(n: float | None) -> str:
+    """1,234,567,890 -> '1.23 GB' (powers of 1000, as the thresholds are)."""
+    if n is None:
+        return "n/a"
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.2f} TB"
 
 
 @dataclass
@@ -62,6 +95,7 @@ class Health:
     partitions: list[dict]
     notes: list[str]
     checks: list[Check] = field(default_factory=list)
+    unmeasured: dict[str, str] = field(default_factory=dict)  # what was not measured: why
 
 
 def _level(value: float | None, warn: float, error: float, below: bool = False) -> str:
@@ -188,25 +222,30 @@ def collect(url: str | None = None, backup_root: Path | None = None,
         if newest else None
     if data_dir is None and db.has_passfile(url):  # our local cluster: its disk is here
         data_dir = db.local_cluster().runtime
+    unmeasured: dict[str, str] = {}
     if data_dir is not None:
         usage = shutil.disk_usage(data_dir)
         m["free_disk_pct"] = round(100 * usage.free / usage.total, 2)
         m["free_disk_bytes"] = usage.free
     else:
-        m["free_disk_pct"] = None
+        m["free_disk_pct"] = m["free_disk_bytes"] = None
+        unmeasured["free_disk"] = "the data directory is not on this machine"
         notes.append("free disk: the data directory is not on this machine")
     archive = wal_archive or local_wal_archive(url)
     usage: dict = dict.fromkeys(("wal_archive_bytes", "wal_archive_files",
                                  "wal_archive_fs_free_bytes", "wal_archive_fs_free_pct"))
     if archive is None:
+        unmeasured["wal_archive"] = ("the WAL archive is not on this machine (it is watched "
+                                     "where the server runs)")
         notes.append("WAL archive: not local (the server's archive is watched where it runs)")
     else:
         try:
             usage = archive_usage(archive)
         except OSError as exc:
+            unmeasured["wal_archive"] = f"the WAL archive {archive} is not readable ({exc})"
             notes.append(f"WAL archive {archive}: not readable ({exc})")
     m |= usage
-    h = Health(now, m, oldest, top, partitions, notes)
+    h = Health(now, m, oldest, top, partitions, notes, unmeasured=unmeasured)
     h.checks = _checks(h, th, policy, archive_mode)
     return h
 
@@ -231,7 +270,9 @@ def _checks(h: Health, th: Thresholds, policy: retention.Policy, archive_mode: s
     lag = max(lags.values())
     out.append(Check("retention_is_applied", _level(lag, *th.retention_lag_days),
                      f"oldest rows are {lag:.2f} days past the policy",
-                     {"lag_days_" + t: v for t, v in lags.items()}))
+                     {"lag_days_" + t: v for t, v in lags.items()}
+                     | {"warn_days": th.retention_lag_days[0],
+                        "error_days": th.retention_lag_days[1]}))
     out.append(Check("no_rows_in_catch_all_partitions",
                      "error" if m["catch_all_rows"] or m["default_partitions"] else "ok",
                      f"{m['catch_all_rows']} rows in NULL-guard partitions, "
@@ -239,20 +280,28 @@ def _checks(h: Health, th: Thresholds, policy: retention.Policy, archive_mode: s
                      {"rows": m["catch_all_rows"]}))
     out.append(Check("dead_tuple_ratio", _level(m["max_dead_tuple_ratio"], *th.dead_tuple_ratio),
                      f"worst leaf has {m['max_dead_tuple_ratio']:.1%} dead rows",
-                     {"max_dead_tuple_ratio": m["max_dead_tuple_ratio"]}))
+                     {"max_dead_tuple_ratio": m["max_dead_tuple_ratio"],
+                      "warn_ratio": th.dead_tuple_ratio[0], "error_ratio": th.dead_tuple_ratio[1]}))
     free = m["free_disk_pct"]
-    out.append(Check("free_disk", _level(free, *th.free_disk_pct, below=True),
-                     "not measurable here" if free is None else f"{free:.1f}% free",
-                     {"free_disk_pct": free}))
+    disk_meta = {"free_disk_pct": free, "free_disk_bytes": m["free_disk_bytes"],
+                 "warn_pct": th.free_disk_pct[0], "error_pct": th.free_disk_pct[1]}
+    if free is None:  # nothing measured is no pass
+        out.append(Check("free_disk", "warn", f"not measured: {h.unmeasured['free_disk']}",
+                         disk_meta))
+    else:
+        out.append(Check("free_disk", _level(free, *th.free_disk_pct, below=True),
+                         f"{free:.1f}% ({readable_bytes(m['free_disk_bytes'])}) free",
+                         disk_meta))
     out.append(Check("wal_archiving_works",
                      "error" if m["wal_archive_failing"] else "ok",
                      f"archive_mode={archive_mode}; {m['wal_archive_failures']} failures",
                      {"failures": m["wal_archive_failures"], "archive_mode": archive_mode}))
-    out.append(_archive_space(m, th, archive_mode))
+    out.append(_archive_space(m, th, archive_mode, h.unmeasured.get("wal_archive")))
     return out
 
 
-def _archive_space(m: dict, th: Thresholds, archive_mode: str) -> Check:
+def _archive_space(m: dict, th: Thresholds, archive_mode: str, unmeasured: str | None
+                   ) -> Check:
     """WARN when the local WAL archive outgrows its threshold (only backup rotation prunes
     it), WARN / ERROR when the filesystem it is on runs out of space."""
     size, free = m["wal_archive_bytes"], m["wal_archive_fs_free_pct"]
@@ -260,9 +309,8 @@ def _archive_space(m: dict, th: Thresholds, archive_mode: str) -> Check:
             "fs_free_bytes": m["wal_archive_fs_free_bytes"], "fs_free_pct": free,
             "warn_gb": th.wal_archive_gb, "warn_free_pct": th.wal_archive_free_pct[0],
             "error_free_pct": th.wal_archive_free_pct[1], "archive_mode": archive_mode}
-    if size is None or free is None:
-        return Check("wal_archive_space", "ok",
-                     "not local: the WAL archive is not on this machine", meta)
+    if size is None or free is None:  # nothing measured is no pass
+        return Check("wal_archive_space", "warn", f"not measured: {unmeasured}", meta)
     levels = ("ok", "warn", "error")
     size_level = "warn" if size > th.wal_archive_gb * 1e9 else "ok"
     free_level = _level(free, *th.wal_archive_free_pct, below=True)

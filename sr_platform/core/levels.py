@@ -4,7 +4,8 @@ A new-resistance event at price P opens a level. Later events of the same pair d
 - breached at the first later event whose price level is above P (price closed through it);
 - tested by each later event before the breach (at most TEST_WINDOW events on) whose price
   level lies within TEST_BAND_ATR x the level's ATR below P.
-Status is 'breached' or 'active'; 'expired' is left to retention.
+Status is 'breached' or 'active'. 'expired', which the schema's CHECK allows, is never
+written: a level goes with its event when retention deletes it (ON DELETE CASCADE).
 """
 
 import time

@@ -1,7 +1,8 @@
 """Bulk loading of event files: one code path for `sr-platform load` and the Dagster assets.
 
 Per file (or per (instrument, granularity) slice of a file, for Dagster partition runs), in
-memory bounded by the chunk size whatever the file's size, in ONE transaction as sr_writer:
+memory bounded by the chunk size whatever the file's size (a slice also keeps the set of its
+good ids, LoadResult.ids), in ONE transaction as sr_writer:
   1. scan (event_files.scan): hash the file as stored, refuse it whole if it is not an event
      file, and collect its (instrument, granularity) pairs from those two columns only;
   2. take an advisory lock per pair in sorted order (concurrent loaders of the same pair
@@ -59,7 +60,7 @@ from .validate import (
 )
 
 __all__ = ["LoadResult", "Pair", "ensure_partitions", "file_pairs", "find_event_files",
-           "leaf_name", "load_file", "load_paths"]
+           "leaf_name", "load_file", "load_paths", "one_connection"]
 
 LEVEL_COLUMNS = ("original_event_id", "event_type", "instrument", "granularity",
                  "event_creation_date")
@@ -92,6 +93,11 @@ class LoadResult:
     ids: set[str] = field(default_factory=set)  # the slice's good ids (pair loads only)
     ignored_columns: list[str] = field(default_factory=list)  # in the file, not in the contract
     new_pairs: list[Pair] = field(default_factory=list)  # partitions this load created
+    log_id: int | None = None  # its load_log row
+    xid: str | None = None  # its transaction (the xmin of every row it wrote)
+    # per rule broken: its first human reason and its first lines (for the load summary)
+    rule_reasons: dict[str, str] = field(default_factory=dict)
+    rule_lines: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def rows_per_second(self) -> float:
@@ -232,13 +238,16 @@ class _Schema:
     registry: bool
     staging: bool
     level_ids: bool  # 0007: level rows get level_id() of their event's id
+    origin: bool  # 0008: load_log.origin
 
     @classmethod
     def of(cls, conn: psycopg.Connection) -> "_Schema":
         return cls(*conn.execute(
             "SELECT to_regclass('public.event_id_registry') IS NOT NULL, "
             "to_regprocedure('public.stage_partitions(text[], text[])') IS NOT NULL, "
-            "to_regprocedure('public.level_id(uuid)') IS NOT NULL").fetchone())
+            "to_regprocedure('public.level_id(uuid)') IS NOT NULL, "
+            "EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'public.load_log'::regclass "
+            "AND attname = 'origin' AND NOT attisdropped)").fetchone())
 
 
 class _FileLoad:
@@ -396,8 +405,12 @@ class _FileLoad:
         result.rows_read += len(good) + len(in_slice)
         result.duplicates += len(good) - len(fresh)
         result.rejected += len(in_slice)
-        for r in in_slice:
+        for r in sorted(in_slice, key=lambda r: r.line):
             result.reasons.update(r.rules)
+            for rule, reason in zip(r.rules, r.reasons, strict=True):
+                result.rule_reasons.setdefault(rule, reason)
+                if len(lines := result.rule_lines.setdefault(rule, [])) < 5:
+                    lines.append(r.line)
         if len(fresh):
             self.write(fresh)
         # quarantine every bad row of the file (also those of other slices: the insert is
@@ -485,7 +498,8 @@ class _Connection:
 
 
 @contextmanager
-def _one_connection(url: str) -> Iterator[_Connection]:
+def one_connection(url: str) -> Iterator[_Connection]:
+    """A writer connection for the loads of several files (load_file's `connection`)."""
     c = _Connection(url)
     try:
         yield c
@@ -501,7 +515,7 @@ class _Recheck(Exception):
 def load_file(path: Path, url: str | None = None, pair: Pair | None = None,
               assume_tz: str | None = None,
               progress: Callable[[int], None] | None = None,
-              connection: _Connection | None = None) -> LoadResult:
+              connection: _Connection | None = None, origin: str | None = None) -> LoadResult:
     """Load one file (or only `pair`'s rows of it) in one transaction. Raises EventFileError
     when the file is not an event file or cannot be read (the database is then untouched), and
     psycopg errors when the database fails (the transaction is then rolled back: nothing of the
@@ -515,8 +529,8 @@ def load_file(path: Path, url: str | None = None, pair: Pair | None = None,
     load."""
     url = url or db.database_url()
     if connection is None:
-        with _one_connection(url) as c:
-            return load_file(path, url, pair, assume_tz, progress, c)
+        with one_connection(url) as c:
+            return load_file(path, url, pair, assume_tz, progress, c, origin)
     reported = [0]
 
     def counted(n: int) -> None:
@@ -524,7 +538,7 @@ def load_file(path: Path, url: str | None = None, pair: Pair | None = None,
         progress(n)
     try:
         return _load_file(path, url, pair, assume_tz, counted if progress else None,
-                          connection, trust_staged=True)
+                          connection, trust_staged=True, origin=origin)
     except _Recheck:
         pass
     skip = [reported[0]]  # the progress already shown is not shown twice
@@ -535,12 +549,12 @@ def load_file(path: Path, url: str | None = None, pair: Pair | None = None,
         if n > shown:
             progress(n - shown)
     return _load_file(path, url, pair, assume_tz, resumed if progress else None, connection,
-                      trust_staged=False)
+                      trust_staged=False, origin=origin)
 
 
 def _load_file(path: Path, url: str, pair: Pair | None, assume_tz: str | None,
                progress: Callable[[int], None] | None, connection: _Connection,
-               trust_staged: bool) -> LoadResult:
+               trust_staged: bool, origin: str | None = None) -> LoadResult:
     started = time.perf_counter()
     result = LoadResult(Path(path))
     lap = _Lap(result.timings)
@@ -592,12 +606,17 @@ def _load_file(path: Path, url: str, pair: Pair | None, assume_tz: str | None,
                 raise
             result.new_pairs = new
             lap("index+attach")
-        conn.execute(
+        extra = (origin, Jsonb({f"{i}/{g}": n for (i, g), n in sorted(result.pairs.items())
+                                if n})) if schema.origin else ()
+        result.log_id, result.xid = conn.execute(
             "INSERT INTO load_log (source, source_sha256, instrument, granularity, rows_read, "
-            "rows_loaded, rows_duplicate, rows_rejected, started_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "rows_loaded, rows_duplicate, rows_rejected, started_at"
+            + (", origin, pairs" if extra else "") + ") "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s" + (", %s, %s" if extra else "")
+            + ") RETURNING id, xmin::text",
             (source, scanned.sha256, pair[0] if pair else None, pair[1] if pair else None,
-             result.rows_read, result.loaded, result.duplicates, result.rejected, begun))
+             result.rows_read, result.loaded, result.duplicates, result.rejected, begun,
+             *extra)).fetchone()
         conn.commit()
     except BaseException:
         # the rollback (or, on a lost connection, the server's) leaves nothing of the file
@@ -625,13 +644,13 @@ class _Lap:
 
 def load_paths(paths: Iterable[Path], url: str | None = None, assume_tz: str | None = None,
                progress_factory: Callable[[Path, int], Callable[[int], None]] | None = None,
-               ) -> list[LoadResult]:
+               origin: str | None = None) -> list[LoadResult]:
     """Load each file in its own transaction (on one connection). A file that is not an event
     file, cannot be read, or whose load the database aborted is reported (LoadResult.error;
     nothing of it stored) and the others still load."""
     url = url or db.database_url()
     results: list[LoadResult] = []
-    with _one_connection(url) as connection:
+    with one_connection(url) as connection:
         for path in find_event_files(paths):
             try:
                 progress = progress_factory(path, 0) if progress_factory else None
@@ -639,7 +658,7 @@ def load_paths(paths: Iterable[Path], url: str | None = None, assume_tz: str | N
                 progress = None
             try:
                 results.append(load_file(path, url, assume_tz=assume_tz, progress=progress,
-                                         connection=connection))
+                                         connection=connection, origin=origin))
             except EventFileError as exc:
                 results.append(LoadResult(Path(path), error=str(exc)))
             except psycopg.Error as exc:

@@ -37,7 +37,8 @@ def run(url: str | None = None, extra_pairs: set[tuple[str, str]] | None = None
         created = sum(conn.execute("SELECT ensure_partition(%s, %s)", p).fetchone()[0]
                       for p in sorted(pairs))
     analyzed = []
-    # ANALYZE belongs to the owner: maintenance is the one runtime job that runs as sr_owner
+    # ANALYZE belongs to the owner, so this step runs as sr_owner (backups dump as the owner
+    # too; their verification and restores create databases as the administrator)
     with db.connect(url, role=db.OWNER_ROLE, autocommit=True) as conn:
         stale = conn.execute(
             """SELECT s.relname::text FROM pg_stat_user_tables s

@@ -38,10 +38,16 @@ def _config() -> Config:
     return cfg
 
 
+def owner_url(url: str | None = None) -> str:
+    """Where migrations connect: SR_PLATFORM_OWNER_URL for the platform's external database
+    (also when `url` is its SR_PLATFORM_DATABASE_URL, the writer's: see db.role_url), the
+    owner's login role where we hold its password (the local cluster); otherwise `url`'s
+    user, and the DDL drops to sr_owner with SET LOCAL ROLE (run_sql)."""
+    return role_url(url or database_url(role=OWNER_ROLE), OWNER_ROLE)
+
+
 def _run(url: str | None, fn, *args, allow_data_loss: bool = False) -> None:
-    # as the owner's login role where we hold its password (the local cluster); otherwise the
-    # URL's user, and the DDL drops to sr_owner with SET LOCAL ROLE (run_sql)
-    eng = engine(role_url(url or database_url(role=OWNER_ROLE), OWNER_ROLE))
+    eng = engine(owner_url(url))
     try:
         with eng.begin() as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
@@ -50,6 +56,14 @@ def _run(url: str | None, fn, *args, allow_data_loss: bool = False) -> None:
             cfg = _config()
             cfg.attributes["connection"] = conn
             fn(cfg, *args)
+            # alembic_version belongs to the migrating login (sr_owner's default privileges do
+            # not reach it when that is a separate login role): the reader may read it
+            conn.execute(text(
+                "DO $$ BEGIN IF to_regclass('public.alembic_version') IS NOT NULL "
+                "AND to_regrole('sr_reader') IS NOT NULL "
+                "AND pg_has_role((SELECT tableowner FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename = 'alembic_version'), 'USAGE') THEN "
+                "GRANT SELECT ON public.alembic_version TO sr_reader; END IF; END $$"))
     finally:
         eng.dispose()
 
@@ -63,7 +77,7 @@ def downgrade(url: str | None = None, revision: str = "-1", allow_data_loss: boo
 
 
 def current(url: str | None = None) -> str | None:
-    eng = engine(role_url(url or database_url(role=OWNER_ROLE), OWNER_ROLE))
+    eng = engine(owner_url(url))
     try:
         with eng.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()

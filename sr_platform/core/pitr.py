@@ -226,3 +226,19 @@ def recover(to: datetime, into: Path, port: int | None = None,
             raise RecoveryError(f"{exc}\nend of the recovery's server log:\n{tail}") from exc
         raise
     return db.role_url(url, db.WRITER_ROLE), target
+
+
+def recovered_cluster(home: Path) -> LocalCluster:
+    """The cluster `recover` built in `home`, to stop or remove it. Refuses the project's own
+    cluster and anything `recover` did not build (its settings carry recover's marker)."""
+    home = Path(home).resolve()
+    if home == settings.state_dir():
+        raise RecoveryError(f"{home} is the project's own cluster, not a recovered one "
+                            "(`sr-platform db stop` stops it)")
+    if not (home / "pgpass").exists():
+        raise RecoveryError(f"{home} holds no cluster (no passfile)")
+    cluster = LocalCluster(home, settings.pg_bin_dir())
+    conf = cluster.data_dir / "postgresql.auto.conf"
+    if not conf.exists() or "# sr-platform recover" not in conf.read_text():
+        raise RecoveryError(f"{home} holds no cluster built by `sr-platform recover`")
+    return cluster

@@ -113,6 +113,8 @@ load_log = Table(
     Column("started_at", TSTZ, nullable=False),
     Column("finished_at", TSTZ, nullable=False),
     *_audit(),
+    Column("origin", Text, nullable=True),  # 0008
+    Column("pairs", JSONB, nullable=True),  # 0008
 )
 
 registry = Table(

@@ -597,9 +597,58 @@ def _fast(f: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame] | None:
     return rows, good_frame
 
 
+NUL_BYTE = "nul_byte"  # rule: a field holds a NUL byte (PostgreSQL text cannot)
+NUL_ESCAPE = "\\x00"  # how rejected_events.raw_record spells a NUL: the four characters \x00
+
+
+def storable(value):
+    """`value` (a raw record, or a field of one) with each NUL written as NUL_ESCAPE, so
+    PostgreSQL's jsonb can hold it."""
+    if isinstance(value, str):
+        return value.replace("\x00", NUL_ESCAPE)
+    if isinstance(value, dict):
+        return {k: storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    return value
+
+
+def _has_nul(s: pd.Series) -> bool:
+    """Whether any value of a text column holds a NUL (a screen: one join, not a loop)."""
+    if not (s.dtype == object or pd.api.types.is_string_dtype(s)):
+        return False
+    values = s.tolist()
+    try:
+        return "\x00" in "".join(values)
+    except TypeError:  # not all str (Parquet objects, None): value by value
+        return any(isinstance(v, str) and "\x00" in v for v in values)
+
+
+def _nul_rows(f: pd.DataFrame) -> tuple[np.ndarray, list[Rejected]]:
+    """Rows with a NUL byte in a field: refused by their own rule alone (the other rules'
+    messages would quote the NUL), their raw record stored with the NUL escaped."""
+    hits = {c: f[c].map(lambda v: isinstance(v, str) and "\x00" in v).to_numpy(dtype=bool)
+            for c in f.columns if c != "_line" and _has_nul(f[c])}
+    bad = np.zeros(len(f), dtype=bool)
+    for mask in hits.values():
+        bad |= mask
+    rejected = []
+    for i in np.flatnonzero(bad):
+        cols = [c for c, mask in hits.items() if mask[i]]
+        rejected.append(Rejected(int(f["_line"].iat[i]), storable(raw_record(f, i)),
+                                 [f"{c}: holds a NUL byte (stored as {NUL_ESCAPE})"
+                                  for c in cols], [NUL_BYTE]))
+    return bad, rejected
+
+
 def _exact(f: pd.DataFrame, assume_tz: str | None) -> tuple[pd.DataFrame, list[Rejected]]:
     """Every rule on every row of `f` with pandas: the good rows normalised, the bad ones
-    with every reason (the order of the steps is the order of a row's reasons)."""
+    with every reason (the order of the steps is the order of a row's reasons). A row with a
+    NUL byte is refused by that rule alone (the fast path's patterns never match a NUL)."""
+    nul, nul_rejected = _nul_rows(f)
+    if nul.any():
+        good, rejected = _exact(f[~nul], assume_tz)
+        return good, sorted(rejected + nul_rejected, key=lambda r: r.line)
     c = _Checks(f)
     keys = _keys(c)
     ts = _timestamps(c, assume_tz)
@@ -634,6 +683,6 @@ def validate(raw: RawEvents, assume_tz: str | None = None) -> Validated:
         good, duplicates = _in_file_duplicates(good, f)
         rejected += duplicates
     for line, rec, reason in raw.malformed:
-        rejected.append(Rejected(line, rec, [f"csv: {reason}"], ["csv field count"]))
+        rejected.append(Rejected(line, storable(rec), [f"csv: {reason}"], ["csv field count"]))
     rejected.sort(key=lambda r: r.line)
     return Validated(good.reset_index(drop=True), rejected)

@@ -5,9 +5,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..core import landing
+from ..core import db, ingest, landing
+from ..core.text import printable
+from ..resources import PostgresResource
 from .jobs import ingest_landing_files_job
 from .partitions import instruments, partition_key
+from .reporting import EVENTS, FEATURES, LEVELS, key_of
 from .resources import LandingZone
 
 FILES_TAG = "sr_platform/files"  # the run's file names (the first ones, if they are many)
@@ -59,12 +62,16 @@ def ingest_request(new_files: dict[str, str], pairs_by_file: dict[str, set]) -> 
                        "missing database partitions.")
 def landing_zone_sensor(context: dg.SensorEvaluationContext, landing_zone: LandingZone):
     # no database work here: a tick reads only files, so it cannot fail (and skip files) while
-    # PostgreSQL is down; the load itself creates missing partitions (loader.write)
+    # PostgreSQL is down; the load itself creates missing partitions (stage_partitions)
     scan = landing.scan(landing_zone.directory(), context.cursor)
+    if scan.missing:  # not "no new files": an operator must fix the path
+        return dg.SkipReason(scan.missing)
     for why in scan.refused.values():
         context.log.warning(f"skipped: {why}")
     if not scan.new_files:
-        return dg.SkipReason(f"no new files in {landing_zone.directory()}")
+        # the cursor still moves: its memory of recent files ages out (landing.scan)
+        return dg.SensorResult(skip_reason=f"no new files in "
+                               f"{printable(landing_zone.directory())}", cursor=scan.cursor)
     # files with at least one well-formed pair (a file of only a header holds nothing to load)
     loadable = {f: pairs for f, pairs in scan.pairs_by_file.items() if pairs}
     known = set(context.instance.get_dynamic_partitions(instruments.name))
@@ -76,3 +83,57 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, landing_zone: Landi
         cursor=scan.cursor,
     )
 
+
+
+@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Reports loads made outside Dagster (`sr-platform load`, the library) "
+                       "as runless materializations of the partitions they touched, read "
+                       "from load_log: the UI never shows a partition older than the "
+                       "database's. A CLI load refreshed the pair's levels and features "
+                       "(the ingest service), so those are reported too; a library load did "
+                       "not, so only the events partition is, and the derived ones show as "
+                       "behind their upstream.")
+def outside_loads_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
+    after = int(context.cursor or 0)
+    url = postgres.url()
+    with db.connect(url, role=db.READER_ROLE, autocommit=True) as conn:
+        loads, last = ingest.loads_outside(conn, after)
+        if not loads:
+            return dg.SensorResult(cursor=str(last)) if last != after else \
+                dg.SkipReason(f"no loads outside Dagster after load_log id {after}")
+        events = _outside_materializations(conn, loads)
+    new = sorted({i for ld in loads for i, _ in ld.pairs} -
+                 set(context.instance.get_dynamic_partitions(instruments.name)))
+    if new:  # before the materializations that name them
+        context.instance.add_dynamic_partitions(instruments.name, new)
+    return dg.SensorResult(asset_events=events, cursor=str(last))
+
+
+def _outside_materializations(conn, loads: list[ingest.OutsideLoad]
+                              ) -> list[dg.AssetMaterialization]:
+    by_pair: dict[tuple[str, str], list[ingest.OutsideLoad]] = {}
+    for load in loads:
+        for pair, n in load.pairs.items():
+            if n:
+                by_pair.setdefault(pair, []).append(load)
+    out: list[dg.AssetMaterialization] = []
+    for pair, pair_loads in sorted(by_pair.items()):
+        stats = ingest.pair_stats(conn, pair)
+        key = key_of(pair)
+        origin = {"origin": ", ".join(sorted({ld.origin or "library" for ld in pair_loads})),
+                  "load_log_ids": dg.MetadataValue.json([ld.id for ld in pair_loads])}
+        out.append(dg.AssetMaterialization(EVENTS, partition=key, metadata={
+            "rows_loaded": sum(ld.pairs[pair] for ld in pair_loads),
+            "partition_rows": stats.events_rows, "partition_bytes": stats.events_bytes,
+            "files": len({ld.source for ld in pair_loads}),
+            "dagster/row_count": stats.events_rows} | origin))
+        if all(ld.origin == "cli" for ld in pair_loads):  # the ingest service derived them
+            status = ingest.level_counts(conn, pair)
+            out.append(dg.AssetMaterialization(LEVELS, partition=key, metadata={
+                "levels": stats.levels_rows, "active": status.get("active", 0),
+                "breached": status.get("breached", 0), "partition_bytes": stats.levels_bytes,
+                "dagster/row_count": stats.levels_rows} | origin))
+            out.append(dg.AssetMaterialization(FEATURES, partition=key, metadata={
+                "rows": stats.features_rows, "partition_bytes": stats.features_bytes,
+                "dagster/row_count": stats.features_rows} | origin))
+    return out

@@ -11,11 +11,11 @@ from .assets import (
 from .jobs import backup_job, health_job, partition_maintenance_job, retention_job, sla_job
 from .resources import BackupStore
 from .schedules import schedules
-from .sensors import run_failure_alert
+from .sensors import check_failure_alert, run_failure_alert
 
 assets = [retention_pruning, database_backup, partition_maintenance, database_health,
           sla_benchmark]
 jobs = [retention_job, backup_job, partition_maintenance_job, health_job, sla_job]
-sensors = [run_failure_alert]
+sensors = [run_failure_alert, check_failure_alert]
 resources = {"backups": BackupStore()}
 __all__ = ["assets", "jobs", "resources", "schedules", "sensors"]
