@@ -353,7 +353,7 @@ def _prune(j: Journey) -> None:
     assert 0 < expected["new_resistance_events"] == expected["support_and_resistance_master"]
     before = j.counts()
     dry = j.sr("prune", "--as-of", as_of.isoformat(), "--dry-run").stdout
-    assert f"new_resistance_events            keeps rows from {cutoff.isoformat()}" in dry, dry
+    assert _cutoffs(dry)["new_resistance_events"] == cutoff.isoformat(), dry
     assert _pruned(dry, "would delete") == expected
     assert j.counts() == before  # a dry run changes nothing
     done = j.sr("prune", "--as-of", as_of.isoformat(), timing="prune").stdout
@@ -365,10 +365,19 @@ def _prune(j: Journey) -> None:
                    (cutoff,)) == [(True,)]
 
 
+_PRUNE_ROW = re.compile(r"^  (\w+)\s+(\S+)\s+([\d,]+)  ", re.M)
+
+
 def _pruned(out: str, verb: str) -> dict[str, int]:
-    found = dict(re.findall(rf"^  (\w+)\s+{verb}\s+([\d,]+); oldest kept:", out, re.M))
+    """{table: rows} of prune's table (table, cutoff, `verb`, oldest row that stays)."""
+    assert re.search(rf"^  table\s+keeps rows from \(cutoff\)\s+{verb}  ", out, re.M), out
+    found = {t: int(n.replace(",", "")) for t, _, n in _PRUNE_ROW.findall(out) if t != "table"}
     assert set(found) == set(TABLES), out
-    return {t: int(n.replace(",", "")) for t, n in found.items()}
+    return found
+
+
+def _cutoffs(out: str) -> dict[str, str]:
+    return {t: c for t, c, _ in _PRUNE_ROW.findall(out)}
 
 
 def _recover(j: Journey) -> None:
