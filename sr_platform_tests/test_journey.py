@@ -208,6 +208,7 @@ def journey(request, tmp_path) -> Iterator[Journey]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # a leg is 4-8 min on a busy 2-core machine
 def test_journey(journey: Journey):
     j = journey
     try:
@@ -268,7 +269,7 @@ def _wait_for_sample_load(port: int, j: Journey, timeout: float = 600) -> list[s
 
 
 def _first_commands(j: Journey) -> dict[str, int]:
-    """db status / url / upgrade / current / history, and a reload of the sample."""
+    """db status / url / upgrade / current / history, rejected, a reload of the sample."""
     status = j.sr("db", "status").stdout
     if j.external:
         assert status.startswith("database: external (SR_PLATFORM_DATABASE_URL) 127.0.0.1:")
@@ -284,6 +285,7 @@ def _first_commands(j: Journey) -> dict[str, int]:
     url = make_url(j.sr("db", "url", "--role", "reader").stdout.strip())
     assert url.database == settings.APP_DATABASE
     assert url.username == (EXTERNAL_LOGIN if j.external else "sr_app_reader")
+    assert j.sr("rejected").stdout.strip() == "0 rejected rows, 0 reasons"  # a clean sample
     before = j.counts()
     out = j.sr("load", str(j.landing)).stdout  # the sample again: nothing new
     assert re.search(r"^total\s+([\d,]+)\s+0\s+\1\s+0\s", out, re.M), out
@@ -400,17 +402,21 @@ def _recover(j: Journey) -> None:
     live = j.counts()
     assert live["new_resistance_events"] == at_to["new_resistance_events"] - deleted
     out = j.sr("recover", "--to", to.isoformat(), "--into", str(into), timing="recover").stdout
-    url = out.strip().splitlines()[-1]
-    admin = db.role_url(url, db.ADMIN_ROLE)
+    url = re.search(r"^url:\s+(\S+)$", out, re.M)
+    assert url, out
+    admin = db.role_url(url.group(1), db.ADMIN_ROLE)
+    recovered = _local_cluster(into)
     try:
         assert j.counts(url=admin) == at_to  # the deleted rows are back, nothing else moved
         assert j.counts() == live  # the live cluster is untouched
-    finally:
-        recovered = _local_cluster(into)
-        recovered.stop()
+        assert j.sr("recover", "--stop", str(into)).stdout.startswith(
+            f"stopped the recovered cluster of {into}")
         assert not recovered.is_running()
-        recovered.remove()
-    assert not recovered.data_dir.exists()
+        assert j.sr("recover", "--remove", str(into)).stdout.startswith(
+            f"removed the recovered cluster of {into}")
+    finally:
+        recovered.remove()  # idempotent: whatever failed above
+    assert not recovered.data_dir.exists() and not recovered.passfile.exists()
 
 
 def _operations_jobs(j: Journey) -> None:
