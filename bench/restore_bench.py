@@ -51,11 +51,26 @@ def _baseline_restore(dump: Path, url: str, into: str, cap: float) -> float | No
         return time.perf_counter() - t0
 
 
+def _fill(url: str, size: int, shape: str) -> int:
+    if shape == "server":
+        return query_data.fill(url, years=1.0, rows_per_year=size)["rows"]
+    from sr_platform.core import loader
+    from sr_platform.core.generate import write_event_files
+
+    with tempfile.TemporaryDirectory() as tmp:  # ~228k events a year at event_rate 1.0
+        files = write_event_files(Path(tmp), years=size / 228_000, seed=3, event_rate=1.0)
+        return sum(r.loaded for r in loader.load_paths(files, url))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="500000,2000000,5000000")
     ap.add_argument("--baseline-max", type=int, default=500_000)
     ap.add_argument("--cap", type=float, default=900.0)
+    ap.add_argument("--shape", choices=["server", "loader"], default="server",
+                    help="server: rows generated in SQL (query_data.fill); loader: event files "
+                         "(generate, every bar an event) loaded by the loader, as the issue's "
+                         "probe did")
     args = ap.parse_args()
     server = db.database_url("postgres", role=db.ADMIN_ROLE)
     rows = []
@@ -65,7 +80,7 @@ def main() -> None:
         url = db.with_database(server, name)
         try:
             migrate.upgrade(url)
-            filled = query_data.fill(url, years=1.0, rows_per_year=size)["rows"]
+            filled = _fill(url, size, args.shape)
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
                 b = backup.take_backup(url, root=Path(tmp), include_dagster=False)
@@ -94,7 +109,8 @@ def main() -> None:
                      f"{r['restore s']:.1f} | {r['restore events/s']:,.0f} | "
                      f"{1e6 * r['restore s'] / r['events']:.1f} | {before} | {speedup} |")
     text = (f"# Restore time against size\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
-            f"`bench/restore_bench.py --sizes {args.sizes}`\n\n" + "\n".join(lines) + "\n")
+            f"`bench/restore_bench.py --sizes {args.sizes} --shape {args.shape}`\n\n"
+            + "\n".join(lines) + "\n")
     print(text)
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)

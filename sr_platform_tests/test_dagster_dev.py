@@ -8,7 +8,7 @@ import sys
 import pytest
 from sqlalchemy.engine import make_url
 
-from sr_platform.core import migrate, settings
+from sr_platform.core import landing, migrate, settings
 
 from .dagster_dev import (
     dagster_dev,
@@ -42,7 +42,8 @@ def test_dagster_dev_without_any_sr_platform_variable(tmp_path):
         status = wait_for_run(port, run_id)
         assert status == "SUCCESS", run_messages(port, run_id)[-20:]
         tick = wait_for_tick(port, LOCATION, "landing_zone_sensor")
-        # the fallback landing zone is data/landing under the working directory: empty
+        # the fallback landing zone is data/landing under the working directory: missing,
+        # and the tick says so (not "no new files")
         assert tick == {"status": "SKIPPED", "error": None,
-                        "skipReason": f"no new files in {work / 'data' / 'landing'}"}
+                        "skipReason": landing.missing_reason(work / "data" / "landing")}
     assert migrate.current(url) == migrate.head()

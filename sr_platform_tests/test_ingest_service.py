@@ -104,3 +104,20 @@ def test_a_cli_load_into_existing_pairs_leaves_them_derived_and_dagster_knows(
             instance=instance, resources=resources, definitions=defs,
             cursor=result.cursor))
         assert isinstance(again, dg.SkipReason)
+
+
+def test_a_rerun_refreshes_pairs_whose_rows_are_all_present(clean_db, tmp_path, monkeypatch,
+                                                            capsys):
+    """A load whose refresh was cut off (kill -9 between the load's commit and the refresh;
+    here: the library's load, which does not refresh) is made whole by rerunning the same
+    command: every row is a duplicate, and the pairs are still refreshed."""
+    from sr_platform.core import loader
+
+    monkeypatch.setenv("SR_PLATFORM_DATABASE_URL", clean_db)
+    a, _ = _split(tmp_path)
+    loader.load_paths([a], clean_db)
+    assert _rows(clean_db, "SELECT count(*) FROM event_features") == [(0,)]
+    assert main(["load", str(a)]) == 0
+    assert "derived: 8 pairs refreshed" in capsys.readouterr().out
+    assert _rows(clean_db, "SELECT count(*) FROM event_features") == \
+        _rows(clean_db, "SELECT count(*) FROM new_resistance_events")

@@ -842,12 +842,12 @@ def test_kill_9_mid_load_leaves_nothing_and_rerun_loads_once(clean_db, tmp_path)
 
     rerun = run_cli(clean_db, "load", str(path))
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert_loaded_once(clean_db, n)
+    assert_loaded_once_and_derived(clean_db, n)
     assert load_log_rows(clean_db, path) == [(None, None, n, n, 0, 0)]
 
     third = run_cli(clean_db, "load", str(path))
     assert third.returncode == 0, third.stdout + third.stderr
-    assert_loaded_once(clean_db, n)
+    assert_loaded_once_and_derived(clean_db, n)
     assert load_log_rows(clean_db, path)[1:] == [(None, None, n, 0, n, 0)]
     assert scalar(clean_db, "SELECT count(*) FROM rejected_events") == 0
 

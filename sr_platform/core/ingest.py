@@ -236,7 +236,9 @@ class Ingest:
                     rejected[(instrument, granularity)] = n
                 else:
                     unassigned += n
-        for pair in expected | set(r.pairs):
+        # every pair the file holds, new rows or not: a rerun after a load whose refresh was
+        # cut off (kill -9 between the two) finds all its rows present and still refreshes
+        for pair in expected | set(r.pairs) | set(r.held):
             part = self.loads.setdefault(pair, PairLoad(pair))
             part.files.append(r.path.name)
             part.loaded += r.pairs.get(pair, 0)

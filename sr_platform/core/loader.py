@@ -93,6 +93,7 @@ class LoadResult:
     ids: set[str] = field(default_factory=set)  # the slice's good ids (pair loads only)
     ignored_columns: list[str] = field(default_factory=list)  # in the file, not in the contract
     new_pairs: list[Pair] = field(default_factory=list)  # partitions this load created
+    held: list[Pair] = field(default_factory=list)  # the well-formed pairs the file holds
     log_id: int | None = None  # its load_log row
     xid: str | None = None  # its transaction (the xmin of every row it wrote)
     # per rule broken: its first human reason and its first lines (for the load summary)
@@ -561,6 +562,7 @@ def _load_file(path: Path, url: str, pair: Pair | None, assume_tz: str | None,
     f, scanned = event_files.scan(path)
     result.ignored_columns = scanned.ignored_columns
     pairs = sorted(scanned.pairs if pair is None else scanned.pairs & {pair})
+    result.held = pairs
     lap("scan")
     conn = connection.get()
     schema = connection.schema
