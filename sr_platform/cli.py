@@ -386,13 +386,14 @@ def _recover(args) -> int:
 
 
 def dev_environment() -> dict[str, str]:
-    """Environment for Dagster processes: DAGSTER_HOME, the landing zone and the URLs of
-    the platform database (as the writer) and of Dagster's storage (as its own login role)."""
+    """Environment for Dagster processes: DAGSTER_HOME, the landing zone and the URL of
+    Dagster's storage (as its own login role). The local cluster's URL is NOT put in
+    SR_PLATFORM_DATABASE_URL: that variable means another server, where backup_job takes no
+    physical base backup and recover is refused; Dagster finds the local cluster itself."""
     url = db.database_url()
     db.ensure_database(url, settings.DAGSTER_DATABASE, owner=db.DAGSTER_ROLE)
     env = dict(os.environ)
     env.setdefault("DAGSTER_HOME", str(settings.PROJECT_ROOT))
-    env[settings.DATABASE_URL_ENV] = url  # saves each Dagster process a cluster check
     env["SR_PLATFORM_LANDING_DIR"] = str(landing.landing_dir())
     env.setdefault("SR_PLATFORM_DAGSTER_STORAGE_URL", db.sqlalchemy_url(
         db.role_url(db.with_database(url, settings.DAGSTER_DATABASE), db.DAGSTER_ROLE),
@@ -422,7 +423,7 @@ def dev_setup(env: dict[str, str], years: float = SAMPLE_YEARS,
     (loading it here too made that run say "0 loaded, 45,956 duplicate")."""
     from .core import migrate
 
-    migrate.upgrade(env[settings.DATABASE_URL_ENV])
+    migrate.upgrade(env.get(settings.DATABASE_URL_ENV) or db.database_url())
     sample = Path(env["SR_PLATFORM_LANDING_DIR"])
     if not landing.event_files(sample):
         from .core.generate import write_event_files

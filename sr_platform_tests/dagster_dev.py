@@ -57,10 +57,29 @@ def dagster_dev(args: list[str], env: dict[str, str], cwd: Path,
     """`dagster dev ARGS` on a free port, once its code location has loaded. The log is
     cwd/dagster_dev.log (appended to); the whole process group is killed on exit."""
     port = free_port()
+    with serve(["dagster", "dev", "-h", "127.0.0.1", "-p", str(port), *args], port, env, cwd,
+               timeout) as dev:
+        yield dev
+
+
+@contextmanager
+def sr_platform_dev(env: dict[str, str], cwd: Path, timeout: float = 600) -> Iterator[DevServer]:
+    """`sr-platform dev` (what `make run` runs: cluster, migrations, sample, schema asset,
+    then `dagster dev`) on a free port, once the UI's code location has loaded."""
+    port = free_port()
+    with serve(["sr-platform", "dev", "--host", "127.0.0.1", "--port", str(port)], port, env,
+               cwd, timeout) as dev:
+        yield dev
+
+
+@contextmanager
+def serve(argv: list[str], port: int, env: dict[str, str], cwd: Path,
+          timeout: float = 180) -> Iterator[DevServer]:
+    """Run `argv` (a `dagster dev` on `port`) in its own process group until its code location
+    has loaded; log in cwd/dagster_dev.log (appended to); kill the whole group on exit."""
     log = cwd / "dagster_dev.log"
     with open(log, "a") as out:
-        proc = subprocess.Popen(["dagster", "dev", "-h", "127.0.0.1", "-p", str(port), *args],
-                                env=env, cwd=cwd, start_new_session=True,
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, start_new_session=True,
                                 stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + timeout
@@ -76,7 +95,7 @@ def dagster_dev(args: list[str], env: dict[str, str], cwd: Path,
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"dagster dev did not come up:\n{log.read_text()[-3000:]}")
+                raise RuntimeError(f"{argv[0]} dev did not come up:\n{log.read_text()[-3000:]}")
             time.sleep(1)
         yield DevServer(port, proc.pid)
     finally:
