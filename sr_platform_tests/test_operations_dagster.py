@@ -103,7 +103,8 @@ def test_health_asset_reports_numbers_and_checks(resources, monkeypatch):
     if settings.external_database_url() is None:
         assert isinstance(meta["wal_archive_bytes"].value, int)
         assert checks["wal_archive_space"].metadata["wal_archive_bytes"].value >= 0
-    # thresholds come from settings: a 100 % dead-tuple warning never fires, -1 always does
+    # thresholds come from settings: free disk below 101 % (always) warns, below 0 % (never)
+    # errs; the WAL archive's filesystem below 101 % free (always) is an error
     monkeypatch.setenv("SR_PLATFORM_HEALTH_FREE_DISK_PCT_WARN", "101")
     monkeypatch.setenv("SR_PLATFORM_HEALTH_FREE_DISK_PCT_ERROR", "0")
     monkeypatch.setenv("SR_PLATFORM_HEALTH_WAL_ARCHIVE_FREE_PCT_ERROR", "101")
