@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -296,6 +297,9 @@ def test_recover_prints_where_the_data_went_and_stops_and_removes_it(server_url,
     monkeypatch.setenv("SR_PLATFORM_BACKUP_DIR", str(tmp_path / "backups"))
     pitr.take_base_backup()
     into = tmp_path / "recovered"
+    # a whole second after the backup finished: truncated to the second, `to` could otherwise
+    # fall before it ("no base backup finished before ...")
+    time.sleep(1)
     to = datetime.now(UTC).replace(microsecond=0)
     rc, out, err = _run(capfd, "recover", "--to", to.isoformat(), "--into", str(into))
     assert rc == 0, err
