@@ -392,3 +392,57 @@ def test_import_is_light_and_polars_error_is_clear(data_url, monkeypatch):
     monkeypatch.setitem(sys.modules, "polars", None)  # as if not installed
     with pytest.raises(ImportError, match="^backend: 'polars' needs the polars package"):
         read_events("EUR_USD", url=data_url, backend="polars")
+
+
+def _cli(url: str, *args: str):
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "SR_PLATFORM_DATABASE_URL": url}
+    return subprocess.run([sys.executable, "-m", "sr_platform.cli", *args], env=env,
+                          capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_export_round_trip_through_load(data_url, server_url, make_db, tmp_path, suffix):
+    """`sr-platform export` then `sr-platform load` into a fresh database: the same events,
+    exactly (decimals compared as Decimal)."""
+    import pyarrow.parquet as pq
+    out = tmp_path / f"eur{suffix}"
+    done = _cli(data_url, "export", "--instrument", "EUR_USD", "--instrument", "USD_JPY",
+                "--granularity", "H1", "--granularity", "D", "--start", "2026-01-10",
+                "--end", "2026-02-20T12:00:00Z", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    want = read_events(["EUR_USD", "USD_JPY"], ["H1", "D"], "2026-01-10",
+                       "2026-02-20T12:00:00Z", exact=True, url=data_url)
+    assert done.stdout.startswith(f"exported {len(want)} events to {out}")
+    assert (out.stat().st_mode & 0o777) == 0o600
+    if suffix == ".parquet":
+        assert set(pq.read_schema(out).types) == {pa.string()}  # the event-file format
+    fresh = make_db(server_url)
+    loaded = _cli(fresh, "load", str(out))
+    assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+    got = read_events(exact=True, url=fresh)
+    pd.testing.assert_frame_equal(got, want)
+    assert len(got) > 100 and got["volume_at_event"].isna().any()
+    # refused before anything is written: an existing file, a bad suffix, start > end
+    again = _cli(data_url, "export", "--out", str(out))
+    assert again.returncode == 64 and "exists; --force replaces it" in again.stderr
+    bad = _cli(data_url, "export", "--out", str(tmp_path / "x.json"))
+    assert bad.returncode == 64 and "must end in .parquet or .csv" in bad.stderr
+    bad = _cli(data_url, "export", "--start", "2026-02-01", "--end", "2026-01-01",
+               "--out", str(tmp_path / "y.csv"))
+    assert bad.returncode == 64 and "--start: " in bad.stderr
+    assert not (tmp_path / "y.csv").exists()
+
+
+def test_export_help_lists_its_exit_codes(capsys):
+    from sr_platform import cli
+    with pytest.raises(SystemExit) as done:
+        cli.main(["export", "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out[out.index("exit codes:\n"):].splitlines()[1:] == [
+        "  0 the file is written (with no rows when nothing matched)",
+        "  1 error, e.g. the database is unreachable (no file left behind)",
+        "  64 usage error (bad or missing arguments)"]

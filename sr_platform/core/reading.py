@@ -10,12 +10,14 @@ exact=True an Arrow decimal128 of the column's own precision and scale.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -535,14 +537,16 @@ def _filter_status(table: pa.Table, q: Query) -> pa.Table:
 # ---------------------------------------------------------------- bounded-memory events
 
 
-def iter_event_tables(q: Query, batch_rows: int, url: Any = None) -> Iterator[pa.Table]:
+def iter_event_tables(q: Query, batch_rows: int, url: Any = None,
+                      cols: Sequence[Col] | None = None) -> Iterator[pa.Table]:
     """Events in Arrow tables of at most `batch_rows` rows, pair by pair (instrument, then
     granularity, in byte order), each pair's rows by (event_creation_date, original_event_id):
-    a keyset walk of the primary key, so memory is one batch whatever the range."""
+    a keyset walk of the primary key, so memory is one batch whatever the range. `cols`
+    replaces the columns (the export's text ones)."""
     src = SOURCES[EVENTS]
-    names = q.columns or tuple(c.name for c in src.cols)
+    names = q.columns or tuple(c.name for c in (cols or src.cols))
     needed = set(names) | {"event_creation_date", "original_event_id"}
-    cols = [c for c in src.cols if c.name in needed]
+    cols = [c for c in (cols or src.cols) if c.name in needed]
     select = sql.SQL(", ").join(c.select() for c in cols)
     with connection(url) as conn:
         for instrument, granularity in _pairs(conn, q, EVENTS):
@@ -561,8 +565,55 @@ def iter_event_tables(q: Query, batch_rows: int, url: Any = None) -> Iterator[pa
                 if table.num_rows == 0:
                     break
                 # COPY keeps the query's order
-                after = (table.column("event_creation_date")[-1].as_py(),
+                last = table.column("event_creation_date")[-1].as_py()
+                after = (last if isinstance(last, datetime) else as_instant("", last),
                          table.column("original_event_id")[-1].as_py())
                 yield table.select(list(names))
                 if table.num_rows < batch_rows:
                     break
+
+
+# ---------------------------------------------------------------- export (event-file format)
+
+# every column as text, as the loader reads it: exact decimals, UTC times with Z
+EXPORT_COLS = tuple(
+    Col(c.name, "to_char(e.event_creation_date AT TIME ZONE 'UTC', "
+        "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')" if c.kind == "ts" else f"{c.expr}::text",
+        "text") for c in EVENT_COLS)
+EXPORT_SUFFIXES = (".parquet", ".pq", ".csv")
+
+
+def export_events(q: Query, out: Path, url: Any = None, batch_rows: int = 200_000) -> int:
+    """Write the events of `q` to `out` (.parquet/.pq: zstd Parquet, every column a string,
+    like the retention archive; .csv: CSV with a header), an event file `sr-platform load`
+    reloads exactly. Written under a temporary name (0600) and renamed when complete, so a
+    failed export leaves no file. Returns the rows written."""
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in EXPORT_SUFFIXES:
+        raise ValueError(f"out: {out.name!r} must end in {', '.join(EXPORT_SUFFIXES)}")
+    schema = pa.schema([(c.name, pa.string()) for c in EXPORT_COLS])
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    rows = 0
+    try:
+        os.fchmod(fd, 0o600)  # private whatever the umask
+        with os.fdopen(fd, "wb") as fh:
+            if suffix == ".csv":
+                writer = pacsv.CSVWriter(fh, schema, write_options=pacsv.WriteOptions(
+                    quoting_style="needed"))
+            else:
+                writer = pq.ParquetWriter(fh, schema, compression="zstd")
+            with writer:
+                for table in iter_event_tables(q, batch_rows, url, EXPORT_COLS):
+                    writer.write_table(table.select(schema.names))
+                    rows += table.num_rows
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return rows
