@@ -176,7 +176,8 @@ def test_empty_results_have_the_types(data_url, reader, cols):
     full = reader("EUR_USD", url=data_url)
     assert len(full) > 0
     for kwargs in ({"instrument": "NOPE"}, {"start": "2030-01-01"},
-                   {"instrument": "NOPE", "latest": 5}):
+                   {"instrument": "NOPE", "latest": 5},
+                   {"instrument": "NOPE", "granularity": "H1", "latest": 5}):
         empty = reader(**kwargs, url=data_url)
         assert len(empty) == 0 and _dtypes(empty) == _dtypes(full), kwargs
         arrow = reader(**kwargs, url=data_url, backend="arrow")

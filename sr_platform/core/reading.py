@@ -370,6 +370,9 @@ def existing_pairs(conn: psycopg.Connection, table: str) -> list[Pair]:
 
 
 def _pairs(conn: psycopg.Connection, q: Query, table: str) -> list[Pair]:
+    if q.instruments is not None and q.granularities is not None:
+        # both named: no catalogue lookup (a pair without a leaf simply reads no rows)
+        return sorted({(i, g) for i in q.instruments for g in q.granularities})
     return [(i, g) for i, g in existing_pairs(conn, table)
             if (q.instruments is None or i in q.instruments)
             and (q.granularities is None or g in q.granularities)]
