@@ -360,15 +360,21 @@ def test_bad_arguments_of_levels_and_iter():
         next(iter_events(batch_rows=0))
 
 
-def test_connection_failure_is_one_clear_line():
+def test_connection_failure_is_one_clear_line(tmp_path):
     with _closed_port() as port:
         url = f"postgresql://sr_app_reader:s3cret-pw@127.0.0.1:{port}/sr_platform"
         with pytest.raises(ReadError) as err:
             read_events("EUR_USD", url=url)
-    message = str(err.value)
-    assert message.startswith(f"cannot read: the database at 127.0.0.1:{port}/sr_platform is "
-                              "unreachable (")
-    assert "s3cret" not in message and "\n" not in message
+        message = str(err.value)
+        assert message.startswith(f"cannot read: the database at 127.0.0.1:{port}/sr_platform "
+                                  "is unreachable (")
+        assert message.endswith("Connection refused)")
+        assert "s3cret" not in message and "\n" not in message
+        # the CLI export: exit 1, that line, no file
+        done = _cli(url, "export", "--out", str(tmp_path / "x.parquet"))
+        assert done.returncode == 1
+        assert done.stderr == f"sr-platform: error: {message}\n"
+        assert list(tmp_path.iterdir()) == []
 
 
 class _closed_port:  # noqa: N801 - a context manager: a port where nothing listens

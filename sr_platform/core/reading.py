@@ -235,7 +235,9 @@ def _where_is(url: str) -> str:
 
 
 def _unreachable(url: str, exc: Exception) -> ReadError:
-    reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    # the first line says what failed ("connection to server at ... failed: Connection
+    # refused"); the rest is libpq's hint
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     # the driver's reason names host and port, never the password; drop any that slipped in
     password = conninfo_to_dict(db.libpq_url(url)).get("password") if "://" in url else None
     if password:
