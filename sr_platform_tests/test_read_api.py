@@ -164,6 +164,11 @@ def test_types_float_and_exact(data_url):
     assert exact.column("volume_at_event").to_pylist() == [r[1] for r in rows]
     as_pandas = read_events("EUR_USD", exact=True, url=data_url)
     assert as_pandas["event_price_level"].tolist() == [r[0] for r in rows]  # Decimal objects
+    pl = pytest.importorskip("polars")
+    schema = read_events("EUR_USD", url=data_url, backend="polars").schema
+    assert (schema["original_event_id"], schema["event_creation_date"],
+            schema["event_price_level"], schema["day_of_week"]) == (
+        pl.String, pl.Datetime("us", "UTC"), pl.Float64, pl.Int16)
 
 
 def _dtypes(frame) -> dict[str, str]:
