@@ -288,6 +288,22 @@ def _rejected(args) -> int:
     return EXIT_OK
 
 
+def _export(args) -> int:
+    from .core import reading
+
+    try:
+        q = reading.Query.make(args.instrument, args.granularity, args.start, args.end)
+        if args.out.suffix.lower() not in reading.EXPORT_SUFFIXES:
+            raise ValueError(f"--out: {args.out.name!r} must end in .parquet or .csv")
+    except ValueError as exc:
+        raise UsageError(f"--{exc}") from None
+    if args.out.exists() and not args.force:
+        raise UsageError(f"--out: {args.out} exists; --force replaces it")
+    rows = reading.export_events(q, args.out, db.database_url(role=db.READER_ROLE))
+    print(f"exported {rows} events to {args.out} (reload with `sr-platform load {args.out}`)")
+    return EXIT_OK
+
+
 def _prune(args) -> int:
     from .core import backup, retention
 
@@ -475,6 +491,8 @@ EXIT_CODES = {  # command -> its own exit codes, besides COMMON_CODES
              f"{EXIT_NOT_EVENT_FILE} some files are not event files (nothing of them loaded)"),
     "db status": (f"{EXIT_OK} the database is up", f"{EXIT_ERROR} external database unreachable",
                   f"{EXIT_DOWN} the local cluster is down"),
+    "export": (f"{EXIT_OK} the file is written (with no rows when nothing matched)",
+               f"{EXIT_ERROR} error, e.g. the database is unreachable (no file left behind)"),
     "backup": (f"{EXIT_OK} backup taken (and proven by a restore unless --no-verify)",
                f"{EXIT_ERROR} error, or the proving restore did not match"),
 }
@@ -558,6 +576,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="share of bars that become events")
     gen.add_argument("--format", choices=["csv", "parquet"], default="csv")
     gen.set_defaults(fn=_generate)
+
+    ex = _add(sub, "export", help="write events to an event file (Parquet or CSV) that "
+              "`sr-platform load` reloads exactly")
+    ex.add_argument("--instrument", action="append", metavar="NAME",
+                    help="e.g. EUR_USD (repeat for more; default all)")
+    ex.add_argument("--granularity", action="append", choices=["W", "D", "H4", "H1"],
+                    help="repeat for more (default all)")
+    ex.add_argument("--start", metavar="ISO8601", type=_parse_time,
+                    help=f"events at or after this time ({TIME_EXAMPLE})")
+    ex.add_argument("--end", metavar="ISO8601", type=_parse_time,
+                    help="events before this time")
+    ex.add_argument("--out", required=True, type=Path, metavar="FILE.parquet|FILE.csv")
+    ex.add_argument("--force", action="store_true", help="replace --out if it exists")
+    ex.set_defaults(fn=_export)
 
     pr = _add(sub, "prune", help="apply the retention policy (2 y events, 5 y features)")
     pr.add_argument("--as-of", default=None, metavar="ISO8601", type=_parse_time,

@@ -1,0 +1,624 @@
+"""The read side: events, levels and features from the database into Arrow / pandas / polars,
+with fixed types, a documented row order and no look-ahead (as-of reads). The public face is
+sr_platform.read; docs/reading.md documents the columns.
+
+Rows travel as COPY ... TO STDOUT (CSV) parsed by pyarrow's CSV reader (queries.events_frame
+explains why that beats per-value Python objects). A DECIMAL becomes the double nearest the
+stored value (pyarrow's parser rounds correctly: exactly float(Decimal(text))), or with
+exact=True an Arrow decimal128 of the column's own precision and scale.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from . import db
+from .keys import GRANULARITIES, INSTRUMENT_RE, Pair
+from .queries import as_decimal
+
+BACKENDS = ("pandas", "arrow", "polars")
+STATUSES = ("active", "breached", "expired")
+EVENTS, LEVELS, FEATURES = "new_resistance_events", "support_and_resistance_master", \
+    "event_features"
+# every frame's row order; iter_events goes pair by pair instead (see there)
+ORDER = ("event_creation_date", "instrument", "granularity", "original_event_id")
+_INSTRUMENT = re.compile(INSTRUMENT_RE)
+
+
+@dataclass(frozen=True)
+class Col:
+    """One output column: its SQL expression (on alias e, l or f) and its Arrow type."""
+
+    name: str
+    expr: str
+    kind: str  # text | ts | dec | int16 | int32
+    precision: int = 18
+    scale: int = 6
+
+    def arrow(self, exact: bool) -> pa.DataType:
+        if self.kind == "dec":
+            return pa.decimal128(self.precision, self.scale) if exact else pa.float64()
+        return {"text": pa.string(), "ts": pa.timestamp("us"), "int16": pa.int16(),
+                "int32": pa.int32()}[self.kind]
+
+    def select(self) -> sql.Composable:
+        # timestamps as UTC wall time: the text carries no offset, Arrow reads it as naive UTC
+        # and only the type changes to UTC-aware (no pass over the data)
+        expr = sql.SQL(self.expr)
+        return (sql.SQL("({}) AT TIME ZONE 'UTC'").format(expr) if self.kind == "ts"
+                else expr)
+
+
+def _cols(alias: str, spec: str) -> tuple[Col, ...]:
+    out = []
+    for item in spec.split():
+        name, kind, *ps = item.split(":")
+        src, _, col = name.rpartition(".")
+        prec = dict(zip(("precision", "scale"), map(int, ps), strict=False))
+        out.append(Col(col, f"{src or alias}.{col}", kind, **prec))
+    return tuple(out)
+
+
+EVENT_COLS = _cols("e", "original_event_id:text event_type:text event_creation_date:ts "
+                   "granularity:text instrument:text event_price_level:dec "
+                   "atr_at_event:dec volume_at_event:dec:18:2 "
+                   "new_resistance_negative_rebound:dec "
+                   "new_resistance_negative_rebound_in_atr:dec day_of_week:int16 "
+                   "hour_of_day:int16")
+LEVEL_COLS = (Col("id", "l.id", "text"),) + _cols(
+    "l", "original_event_id:text instrument:text granularity:text event_creation_date:ts "
+    "e.event_price_level:dec e.atr_at_event:dec event_type:text status:text test_count:int32 "
+    "last_test_date:ts breach_date:ts")
+FEATURE_COLS = _cols("f", "original_event_id:text instrument:text granularity:text "
+                     "event_creation_date:ts event_type:text event_price_level:dec "
+                     "atr_at_event:dec atr_pct_of_price:dec:18:8 volume_at_event:dec:18:2 "
+                     "negative_rebound:dec negative_rebound_in_atr:dec day_of_week:int16 "
+                     "hour_of_day:int16 level_status:text level_test_count:int32 "
+                     "level_last_test_date:ts level_breach_date:ts "
+                     "hours_to_breach:dec:12:2 feature_version:int16 computed_at:ts")
+# level outcomes recomputed by as-of reads
+OUTCOME_COLUMNS = ("status", "test_count", "last_test_date", "breach_date")
+
+
+class ReadError(ConnectionError):
+    """The database could not be reached; the message names it, never its password."""
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def _names(arg: str, value: str | Sequence[str] | None, check) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    values = (value,) if isinstance(value, str) else tuple(value)
+    for v in values:
+        if not isinstance(v, str):
+            raise TypeError(f"{arg}: expected a str or a list of str, got {v!r}")
+        check(v)
+    if not values:
+        raise ValueError(f"{arg}: an empty list selects nothing; leave it out (None) for all")
+    return values
+
+
+def _check_granularity(g: str) -> None:
+    if g not in GRANULARITIES:
+        raise ValueError(f"granularity: unknown granularity {g!r}; expected one of "
+                         f"{', '.join(GRANULARITIES)}")
+
+
+def _check_instrument(i: str) -> None:
+    if not _INSTRUMENT.match(i):
+        raise ValueError(f"instrument: {i!r} is not an instrument name (upper case letters, "
+                         "digits and '_', e.g. 'EUR_USD')")
+
+
+def _check_status(s: str) -> None:
+    if s not in STATUSES:
+        raise ValueError(f"status: unknown status {s!r}; expected one of {', '.join(STATUSES)}")
+
+
+def as_instant(arg: str, value: Any) -> datetime | None:
+    """A tz-aware datetime (microseconds) from a datetime, pandas Timestamp, date or ISO text.
+    Naive times are refused: a naive time's zone is a guess, and a wrong guess shifts a
+    backtest by hours without a sign. A bare date (or 'YYYY-MM-DD') is its midnight UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{arg}: {value!r} is not an ISO 8601 time, e.g. "
+                             "'2026-03-02T13:00:00Z' or '2026-03-02'") from None
+        if parsed.tzinfo is None and len(text) == 10:
+            parsed = parsed.replace(tzinfo=UTC)
+        value = parsed
+    elif isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime(warn=False)
+    elif isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if not isinstance(value, datetime):
+        raise TypeError(f"{arg}: expected a datetime, pandas Timestamp or ISO 8601 text, "
+                        f"got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{arg}: {value.isoformat()} is a naive datetime; give its zone, "
+                         "e.g. datetime(2026, 3, 2, tzinfo=UTC) or '2026-03-02T13:00:00Z' "
+                         "(naive times are refused, not taken as UTC)")
+    return value.astimezone(UTC)
+
+
+@dataclass
+class Query:
+    """The validated arguments of one read."""
+
+    instruments: tuple[str, ...] | None = None
+    granularities: tuple[str, ...] | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    latest: int | None = None
+    price: Decimal | None = None
+    width: Decimal | None = None
+    columns: tuple[str, ...] | None = None
+    known_at: datetime | None = None  # events: created_at <= known_at
+    as_of: datetime | None = None  # levels: event time <= as_of, outcomes as known then
+    statuses: tuple[str, ...] | None = None
+    exact: bool = False
+    backend: str = "pandas"
+
+    @classmethod
+    def make(cls, instrument=None, granularity=None, start=None, end=None, *, latest=None,
+             price=None, width=None, columns=None, known_at=None, as_of=None, status=None,
+             exact=False, backend="pandas", available: Sequence[str] = ()) -> Query:
+        q = cls(_names("instrument", instrument, _check_instrument),
+                _names("granularity", granularity, _check_granularity),
+                as_instant("start", start), as_instant("end", end),
+                known_at=as_instant("known_at", known_at), as_of=as_instant("as_of", as_of),
+                statuses=_names("status", status, _check_status), exact=bool(exact),
+                backend=backend)
+        if q.start is not None and q.end is not None and q.start > q.end:
+            raise ValueError(f"start: {q.start.isoformat()} is after end "
+                             f"{q.end.isoformat()} (rows are start <= event_creation_date < end)")
+        if latest is not None:
+            if isinstance(latest, bool) or not isinstance(latest, int | np.integer) or latest < 1:
+                raise ValueError(f"latest: expected a whole number >= 1, got {latest!r}")
+            q.latest = int(latest)
+        if (price is None) != (width is None):
+            raise ValueError("price: price and width go together (rows with "
+                             "price - width <= event_price_level <= price + width)")
+        if price is not None:
+            try:
+                q.price, q.width = as_decimal(price), as_decimal(width)
+            except ArithmeticError:
+                raise ValueError(f"price: {price!r} / width: {width!r} are not numbers") from None
+            if not q.width.is_finite() or not q.price.is_finite() or q.width < 0:
+                raise ValueError(f"width: expected a finite number >= 0, got {width!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: unknown backend {backend!r}; expected one of "
+                             f"{', '.join(BACKENDS)}")
+        if columns is not None:
+            cols = (columns,) if isinstance(columns, str) else tuple(columns)
+            unknown = [c for c in cols if c not in available]
+            if unknown or not cols:
+                raise ValueError(f"columns: unknown column(s) {unknown or cols!r}; expected "
+                                 f"some of {', '.join(available)}")
+            q.columns = cols
+        return q
+
+
+# ---------------------------------------------------------------- connections
+
+
+def _where_is(url: str) -> str:
+    """host:port/dbname of a URL, without its user or password."""
+    try:
+        p = conninfo_to_dict(db.libpq_url(url))
+    except Exception:  # noqa: BLE001 - a URL we cannot even parse: say only that
+        return "the given URL"
+    return f"{p.get('host', 'localhost')}:{p.get('port', '5432')}/{p.get('dbname', '')}"
+
+
+def _unreachable(url: str, exc: Exception) -> ReadError:
+    # the first line says what failed ("connection to server at ... failed: Connection
+    # refused"); the rest is libpq's hint
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # the driver's reason names host and port, never the password; drop any that slipped in
+    password = conninfo_to_dict(db.libpq_url(url)).get("password") if "://" in url else None
+    if password:
+        reason = reason.replace(password, "***")
+    return ReadError(f"cannot read: the database at {_where_is(url)} is unreachable "
+                     f"({reason})")
+
+
+@contextmanager
+def connection(url: Any = None) -> Iterator[psycopg.Connection]:
+    """A psycopg connection for `url`: None (the platform's database as the reader role), a
+    URL, a psycopg connection (used as is, left open) or a SQLAlchemy engine (a pooled
+    connection, given back)."""
+    if isinstance(url, psycopg.Connection):
+        yield url
+        return
+    try:
+        from sqlalchemy import Engine
+    except ImportError:  # pragma: no cover - sqlalchemy is a dependency
+        Engine = ()  # type: ignore[assignment]  # noqa: N806
+    if isinstance(url, Engine):
+        if url.dialect.driver == "psycopg":
+            raw = url.raw_connection()
+            try:
+                yield raw.driver_connection
+            finally:
+                raw.close()
+            return
+        url = url.url.render_as_string(hide_password=False)
+    if url is None:
+        url = db.database_url(role=db.READER_ROLE)
+    if not isinstance(url, str):
+        raise TypeError("url: expected None, a URL, a psycopg connection or a SQLAlchemy "
+                        f"engine, got {type(url).__name__}")
+    try:
+        conn = psycopg.connect(db.libpq_url(url), autocommit=True, prepare_threshold=None)
+    except psycopg.OperationalError as exc:
+        raise _unreachable(url, exc) from None
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------- SQL
+
+
+def _in(column: str, values: tuple[str, ...]) -> sql.Composable:
+    if len(values) == 1:
+        return sql.SQL("{} = {}").format(sql.SQL(column), sql.Literal(values[0]))
+    return sql.SQL("{} IN ({})").format(sql.SQL(column),
+                                        sql.SQL(", ").join(map(sql.Literal, values)))
+
+
+def _conditions(q: Query, alias: str, price_alias: str | None, price_col: str
+                ) -> list[sql.Composable]:
+    """WHERE terms on `alias` (instrument, granularity, time) and the price band."""
+    a = alias
+    where: list[sql.Composable] = []
+    if q.instruments is not None:
+        where.append(_in(f"{a}.instrument", q.instruments))
+    if q.granularities is not None:
+        where.append(_in(f"{a}.granularity", q.granularities))
+    ts = sql.SQL(f"{a}.event_creation_date")
+    if q.start is not None:
+        where.append(sql.SQL("{} >= {}").format(ts, sql.Literal(q.start)))
+    if q.end is not None:
+        where.append(sql.SQL("{} < {}").format(ts, sql.Literal(q.end)))
+    if q.as_of is not None:
+        where.append(sql.SQL("{} <= {}").format(ts, sql.Literal(q.as_of)))
+    if q.price is not None and price_alias is not None:
+        # Decimal bounds: a float against DECIMAL would compare as double and skip the index
+        where.append(sql.SQL("{} BETWEEN {} AND {}").format(
+            sql.SQL(f"{price_alias}.{price_col}"), sql.Literal(q.price - q.width),
+            sql.Literal(q.price + q.width)))
+    return where
+
+
+@dataclass(frozen=True)
+class Source:
+    """A table as read: FROM clause, columns, and the WHERE terms of a query on it."""
+
+    table: str  # the partitioned table whose leaves say which pairs exist
+    cols: tuple[Col, ...]
+
+    def from_(self) -> sql.Composable:
+        if self.table == LEVELS:
+            return sql.SQL("support_and_resistance_master l JOIN new_resistance_events e "
+                           "USING (instrument, granularity, event_creation_date, "
+                           "original_event_id)")
+        return sql.SQL("{} {}").format(sql.Identifier(self.table),
+                                       sql.SQL("f" if self.table == FEATURES else "e"))
+
+    def where(self, q: Query) -> list[sql.Composable]:
+        if self.table == LEVELS:
+            # the same terms on both sides of the join: an IN list does not carry across an
+            # equality the way a constant does, and each side is pruned only by its own terms
+            where = _conditions(q, "l", "e", "event_price_level") + _conditions(
+                q, "e", None, "")
+            if q.statuses is not None and q.as_of is None:  # as-of: filtered after recompute
+                where.append(_in("l.status", q.statuses))
+            return where
+        alias = "f" if self.table == FEATURES else "e"
+        where = _conditions(q, alias, alias, "event_price_level")
+        if q.known_at is not None:
+            where.append(sql.SQL("{}.created_at <= {}").format(sql.SQL(alias),
+                                                              sql.Literal(q.known_at)))
+        return where
+
+    def key(self) -> str:
+        return "l" if self.table == LEVELS else ("f" if self.table == FEATURES else "e")
+
+
+SOURCES = {EVENTS: Source(EVENTS, EVENT_COLS), LEVELS: Source(LEVELS, LEVEL_COLS),
+           FEATURES: Source(FEATURES, FEATURE_COLS)}
+
+
+def existing_pairs(conn: psycopg.Connection, table: str) -> list[Pair]:
+    """(instrument, granularity) of every leaf of `table`, sorted (the catalogue, not a scan)."""
+    rows = conn.execute(
+        r"""SELECT (regexp_match(pg_get_expr(leaf.relpartbound, leaf.oid),
+                                 'IN \(''(.*)''\)'))[1],
+                   (regexp_match(pg_get_expr(mid.relpartbound, mid.oid), 'IN \(''(.*)''\)'))[1]
+            FROM pg_inherits i1
+            JOIN pg_class mid ON mid.oid = i1.inhrelid
+            JOIN pg_inherits i2 ON i2.inhparent = mid.oid
+            JOIN pg_class leaf ON leaf.oid = i2.inhrelid
+            WHERE i1.inhparent = to_regclass(%s)
+              AND pg_get_expr(leaf.relpartbound, leaf.oid) <> 'FOR VALUES IN (NULL)'""",
+        (f"public.{table}",)).fetchall()
+    return sorted((i, g) for i, g in rows if i is not None and g is not None)
+
+
+def _pairs(conn: psycopg.Connection, q: Query, table: str) -> list[Pair]:
+    if q.instruments is not None and q.granularities is not None:
+        # both named: no catalogue lookup (a pair without a leaf simply reads no rows)
+        return sorted({(i, g) for i in q.instruments for g in q.granularities})
+    return [(i, g) for i, g in existing_pairs(conn, table)
+            if (q.instruments is None or i in q.instruments)
+            and (q.granularities is None or g in q.granularities)]
+
+
+def select_sql(conn: psycopg.Connection, src: Source, q: Query, cols: Sequence[Col]
+               ) -> sql.Composable | None:
+    """The SELECT of a read (unordered: Arrow sorts), or None when `latest` finds no pair."""
+    select = sql.SQL(", ").join(c.select() for c in cols)
+    where = src.where(q)
+    if q.latest is None:
+        return sql.SQL("SELECT {} FROM {}{}").format(
+            select, src.from_(),
+            sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""))
+    # the newest `latest` of each pair: one index-ordered LIMIT per pair (a constant pair
+    # prunes to one leaf), not a window over every row
+    k = src.key()
+    parts = []
+    for pair in _pairs(conn, q, src.table):
+        one = Query(**{**q.__dict__, "instruments": (pair[0],), "granularities": (pair[1],)})
+        parts.append(sql.SQL("(SELECT {} FROM {} WHERE {} ORDER BY {k}.event_creation_date "
+                             "DESC, {k}.original_event_id DESC LIMIT {})").format(
+            select, src.from_(), sql.SQL(" AND ").join(src.where(one)), sql.Literal(q.latest),
+            k=sql.SQL(k)))
+    return sql.SQL(" UNION ALL ").join(parts) if parts else None
+
+
+# ---------------------------------------------------------------- COPY -> Arrow
+
+
+@contextmanager
+def _iso_datestyle(conn: psycopg.Connection) -> Iterator[None]:
+    """The timestamps' text must be ISO; a session with another DateStyle gets ISO for the
+    read and its own back after."""
+    style = conn.info.parameter_status("DateStyle") or "ISO"
+    if style.startswith("ISO"):
+        yield
+        return
+    conn.execute("SELECT set_config('DateStyle', 'ISO', false)")
+    try:
+        yield
+    finally:
+        conn.execute("SELECT set_config('DateStyle', %s, false)", (style,))
+
+
+def copy_table(conn: psycopg.Connection, query: sql.Composable | None, cols: Sequence[Col],
+               exact: bool) -> pa.Table:
+    """Run `query` as COPY CSV and parse it into an Arrow table of `cols`' types."""
+    types = {c.name: c.arrow(exact) for c in cols}
+    buf = bytearray()
+    if query is not None:
+        with _iso_datestyle(conn), conn.cursor().copy(
+                sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)").format(query)) as cp:
+            for chunk in cp:
+                buf += chunk
+    if not buf:
+        table = pa.table({n: pa.array([], t) for n, t in types.items()})
+    else:
+        table = pacsv.read_csv(
+            pa.py_buffer(buf),
+            read_options=pacsv.ReadOptions(column_names=list(types)),
+            # COPY writes NULL as an empty field and an empty string as "": only the former
+            # is null, and no other text ("NA", "null") is
+            convert_options=pacsv.ConvertOptions(
+                column_types=types, null_values=[""], strings_can_be_null=True,
+                quoted_strings_can_be_null=False))
+    for i, c in enumerate(cols):
+        if c.kind == "ts":  # naive UTC -> UTC-aware: a change of type only
+            table = table.set_column(i, c.name, table.column(i).cast(
+                pa.timestamp("us", tz="UTC")))
+    return table
+
+
+def _sorted(table: pa.Table) -> pa.Table:
+    keys = [(k, "ascending") for k in ORDER if k in table.column_names]
+    return table.sort_by(keys) if table.num_rows > 1 else table
+
+
+# ---------------------------------------------------------------- reads
+
+
+def read_table(source: str, q: Query, url: Any = None) -> pa.Table:
+    """The rows of a read as an Arrow table, in ORDER, with the requested columns."""
+    src = SOURCES[source]
+    names = q.columns or tuple(c.name for c in src.cols)
+    needed = set(names) | set(ORDER)
+    if source == LEVELS and q.as_of is not None:
+        needed |= {"event_price_level", "atr_at_event", *OUTCOME_COLUMNS}
+    cols = [c for c in src.cols if c.name in needed]
+    with connection(url) as conn:
+        table = copy_table(conn, select_sql(conn, src, q, cols), cols, q.exact)
+        if source == LEVELS and q.as_of is not None:
+            table = _as_of_outcomes(conn, table, q)
+    return _sorted(table).select(list(names))
+
+
+def convert(table: pa.Table, backend: str):
+    if backend == "arrow":
+        return table
+    if backend == "polars":
+        try:
+            import polars as pl
+        except ImportError:
+            raise ImportError("backend: 'polars' needs the polars package "
+                              "(pip install polars); or use backend='pandas' or 'arrow'"
+                              ) from None
+        return pl.from_arrow(table)
+    return table.to_pandas()
+
+
+# ---------------------------------------------------------------- as-of levels
+
+
+def _as_of_outcomes(conn: psycopg.Connection, levels: pa.Table, q: Query) -> pa.Table:
+    """Replace the stored outcomes by those known at q.as_of: levels.level_outcomes over each
+    pair's events at or before as_of. A level's outcome depends only on the events after it,
+    so the events from the earliest level read up to as_of are all it takes."""
+    from .levels import level_outcomes
+
+    if levels.num_rows == 0:
+        return _filter_status(levels, q)
+    frames = []
+    pairs = sorted(set(zip(levels.column("instrument").to_pylist(),
+                           levels.column("granularity").to_pylist(), strict=True)))
+    cols = [c for c in EVENT_COLS if c.name in ("original_event_id", "event_creation_date",
+                                                 "event_price_level", "atr_at_event")]
+    for instrument, granularity in pairs:
+        first = pc.min(levels.filter(pc.and_(
+            pc.equal(levels.column("instrument"), instrument),
+            pc.equal(levels.column("granularity"), granularity))).column(
+            "event_creation_date")).as_py()
+        ev_q = Query(instruments=(instrument,), granularities=(granularity,), start=first,
+                     as_of=q.as_of)
+        events = copy_table(conn, select_sql(conn, SOURCES[EVENTS], ev_q, cols), cols, False)
+        # level_outcomes' order: the refresh's (event_creation_date, original_event_id)
+        events = events.sort_by([("event_creation_date", "ascending"),
+                                 ("original_event_id", "ascending")])
+        # naive UTC datetime64 into level_outcomes (tz-aware columns would become objects)
+        events = events.set_column(1, "event_creation_date", events.column(1).cast(
+            pa.timestamp("us")))
+        frame = events.to_pandas().rename(columns={
+            "event_creation_date": "ts", "event_price_level": "price", "atr_at_event": "atr"})
+        out = level_outcomes(frame)
+        frames.append(out[["original_event_id", *OUTCOME_COLUMNS]])
+    outcomes = pd.concat(frames, ignore_index=True)
+    known = pa.table({
+        "original_event_id": pa.array(outcomes["original_event_id"], pa.string()),
+        "status": pa.array(outcomes["status"], pa.string()),
+        "test_count": pa.array(outcomes["test_count"], pa.int64()).cast(pa.int32()),
+        **{c: pa.array(outcomes[c].to_numpy().astype("datetime64[us]"), pa.timestamp("us"),
+                    from_pandas=True)
+           .cast(pa.timestamp("us", tz="UTC")) for c in ("last_test_date", "breach_date")}})
+    rest = levels.drop_columns(list(OUTCOME_COLUMNS))
+    joined = rest.join(known, "original_event_id", join_type="left outer")
+    order = [n for n in levels.column_names]
+    return _filter_status(joined.select(order), q)
+
+
+def _filter_status(table: pa.Table, q: Query) -> pa.Table:
+    if q.statuses is None or q.as_of is None:
+        return table
+    return table.filter(pc.is_in(table.column("status"), pa.array(q.statuses)))
+
+
+# ---------------------------------------------------------------- bounded-memory events
+
+
+def iter_event_tables(q: Query, batch_rows: int, url: Any = None,
+                      cols: Sequence[Col] | None = None) -> Iterator[pa.Table]:
+    """Events in Arrow tables of at most `batch_rows` rows, pair by pair (instrument, then
+    granularity, in byte order), each pair's rows by (event_creation_date, original_event_id):
+    a keyset walk of the primary key, so memory is one batch whatever the range. `cols`
+    replaces the columns (the export's text ones)."""
+    src = SOURCES[EVENTS]
+    names = q.columns or tuple(c.name for c in (cols or src.cols))
+    needed = set(names) | {"event_creation_date", "original_event_id"}
+    cols = [c for c in (cols or src.cols) if c.name in needed]
+    select = sql.SQL(", ").join(c.select() for c in cols)
+    with connection(url) as conn:
+        for instrument, granularity in _pairs(conn, q, EVENTS):
+            one = Query(**{**q.__dict__, "instruments": (instrument,),
+                           "granularities": (granularity,)})
+            after: tuple[datetime, str] | None = None
+            while True:
+                where = src.where(one)
+                if after is not None:
+                    where.append(sql.SQL("(e.event_creation_date, e.original_event_id) > "
+                                         "({}, {}::uuid)").format(*map(sql.Literal, after)))
+                query = sql.SQL("SELECT {} FROM new_resistance_events e WHERE {} ORDER BY "
+                                "e.event_creation_date, e.original_event_id LIMIT {}").format(
+                    select, sql.SQL(" AND ").join(where), sql.Literal(batch_rows))
+                table = copy_table(conn, query, cols, q.exact)
+                if table.num_rows == 0:
+                    break
+                # COPY keeps the query's order
+                last = table.column("event_creation_date")[-1].as_py()
+                after = (last if isinstance(last, datetime) else as_instant("", last),
+                         table.column("original_event_id")[-1].as_py())
+                yield table.select(list(names))
+                if table.num_rows < batch_rows:
+                    break
+
+
+# ---------------------------------------------------------------- export (event-file format)
+
+# every column as text, as the loader reads it: exact decimals, UTC times with Z
+EXPORT_COLS = tuple(
+    Col(c.name, "to_char(e.event_creation_date AT TIME ZONE 'UTC', "
+        "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')" if c.kind == "ts" else f"{c.expr}::text",
+        "text") for c in EVENT_COLS)
+EXPORT_SUFFIXES = (".parquet", ".pq", ".csv")
+
+
+def export_events(q: Query, out: Path, url: Any = None, batch_rows: int = 200_000) -> int:
+    """Write the events of `q` to `out` (.parquet/.pq: zstd Parquet, every column a string,
+    like the retention archive; .csv: CSV with a header), an event file `sr-platform load`
+    reloads exactly. Written under a temporary name (0600) and renamed when complete, so a
+    failed export leaves no file. Returns the rows written."""
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in EXPORT_SUFFIXES:
+        raise ValueError(f"out: {out.name!r} must end in {', '.join(EXPORT_SUFFIXES)}")
+    schema = pa.schema([(c.name, pa.string()) for c in EXPORT_COLS])
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    rows = 0
+    try:
+        os.fchmod(fd, 0o600)  # private whatever the umask
+        with os.fdopen(fd, "wb") as fh:
+            if suffix == ".csv":
+                writer = pacsv.CSVWriter(fh, schema, write_options=pacsv.WriteOptions(
+                    quoting_style="needed"))
+            else:
+                writer = pq.ParquetWriter(fh, schema, compression="zstd")
+            with writer:
+                for table in iter_event_tables(q, batch_rows, url, EXPORT_COLS):
+                    writer.write_table(table.select(schema.names))
+                    rows += table.num_rows
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return rows
