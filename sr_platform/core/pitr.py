@@ -197,7 +197,9 @@ def recover(to: datetime, into: Path, port: int | None = None,
         url = target.url(settings.APP_DATABASE, "postgres")
         deadline = time.monotonic() + 300
         while True:
-            with psycopg.connect(db.libpq_url(url)) as conn:
+            # the maintenance database: a base backup taken before the platform database
+            # existed recovers a cluster without it (a fresh `make run`'s first minutes)
+            with psycopg.connect(db.libpq_url(target.url("postgres", "postgres"))) as conn:
                 if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
                     break
             if time.monotonic() > deadline:
