@@ -335,8 +335,11 @@ def test_recover_prints_where_the_data_went_and_stops_and_removes_it(server_url,
 # -- make run, dev ---------------------------------------------------------------------------
 
 def test_make_run_takes_a_port_and_dev_says_how_to_stop(capfd):
-    out = subprocess.run(["make", "-n", "run", "PORT=3100"], cwd=settings.PROJECT_ROOT,
-                         capture_output=True, text=True, check=True).stdout
+    # not make's own "Entering/Leaving directory" lines when the suite runs under make
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    out = subprocess.run(["make", "--no-print-directory", "-n", "run", "PORT=3100"],
+                         cwd=settings.PROJECT_ROOT, env=env, capture_output=True, text=True,
+                         check=True).stdout
     assert out.splitlines()[-1].endswith("/sr-platform dev --host 127.0.0.1 --port 3100")
     rc, out, _ = _run(capfd, "dev", "--help")
     assert "Ctrl-C stops Dagster, PostgreSQL keeps running until `sr-platform db stop`" in \

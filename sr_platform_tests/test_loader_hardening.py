@@ -23,6 +23,7 @@ from sr_platform.core.localpg import LocalCluster
 from .conftest import insert_event
 from .test_loader import (
     assert_loaded_once,
+    assert_loaded_once_and_derived,
     counts,
     csv_text,
     events_snapshot,
@@ -209,7 +210,7 @@ def test_csv_gz_is_accepted_wherever_csv_is(clean_db, tmp_path, monkeypatch, chu
     proc = run_cli(clean_db, "load", str(folder))  # the CLI finds it in a folder too
     assert proc.returncode == 2, proc.stderr
     assert "events.csv.gz" in proc.stdout
-    assert_loaded_once(clean_db, 3)
+    assert_loaded_once_and_derived(clean_db, 3)  # the CLI refreshes the pairs it read
 
 
 def test_corrupt_csv_gz_is_not_an_event_file(clean_db, tmp_path):
@@ -430,7 +431,7 @@ def test_unreadable_files_are_reported_per_file(clean_db, tmp_path):
     assert proc.returncode == 3, proc.stderr
     assert re.search(rf"^b\.csv\s+not loaded: {re.escape(str(dangling))}: cannot read: "
                      "No such file or directory$", proc.stdout, re.M)
-    assert_loaded_once(clean_db, 2)
+    assert_loaded_once_and_derived(clean_db, 2)  # the CLI refreshes the pairs it read
 
 
 def test_scan_reads_two_columns_only(tmp_path, monkeypatch):
