@@ -77,6 +77,9 @@ def test_start_moves_to_a_free_port_when_its_port_is_taken(tmp_path, caplog):
         assert cluster.port == port
         cluster.stop()
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+            # SO_REUSEADDR: the stopped server's closed connections may linger in TIME_WAIT
+            # on this port (a busy machine); a LISTENING socket still takes it from start()
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             squatter.bind(("127.0.0.1", port))
             squatter.listen()
             with caplog.at_level(logging.WARNING, logger="sr_platform.core.localpg"):
