@@ -34,11 +34,12 @@ def _baseline_restore(dump: Path, url: str, into: str, cap: float) -> float | No
     db.ensure_database(url, into, owner=db.OWNER_ROLE)
     target = db.role_url(db.with_database(url, into), db.OWNER_ROLE)
     with tempfile.TemporaryDirectory() as work:
-        listing, _ = backup._restore_list(dump, target, Path(work))
+        pg_restore = backup._tool("pg_restore", target)
+        listing, _ = backup._restore_list(pg_restore, dump, Path(work))
         conninfo, env = db.tool_target(target)
         t0 = time.perf_counter()
         try:
-            proc = procs.run([backup._tool("pg_restore", target), "--exit-on-error",
+            proc = procs.run([pg_restore, "--exit-on-error",
                               "--single-transaction", "--no-comments", "--use-list",
                               str(listing), str(dump), f"--dbname={conninfo}"], env=env,
                              timeout=cap)

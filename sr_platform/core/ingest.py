@@ -14,7 +14,6 @@ face can report progress (Dagster writes a materialization per partition meanwhi
 
 import queue
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -84,7 +83,6 @@ class PairLoad:
     loaded: int = 0
     rejected_by_file: dict[str, int] = field(default_factory=dict)
     xids: list[str] = field(default_factory=list)  # the load transactions of those files
-    log_ids: list[int] = field(default_factory=list)  # their load_log rows
 
 
 @dataclass
@@ -167,7 +165,6 @@ class Ingest:
         self.loads: dict[Pair, PairLoad] = {}
         self.results: list[loader.LoadResult] = []
         self.unassigned_rejected = 0
-        self.seconds = 0.0
         self._submitted = 0
         self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
@@ -244,7 +241,6 @@ class Ingest:
             part.loaded += r.pairs.get(pair, 0)
             if r.xid is not None:
                 part.xids.append(r.xid)
-                part.log_ids.append(r.log_id)
             if pair in rejected:
                 part.rejected_by_file[r.path.name] = rejected[pair]
         return unassigned
@@ -261,7 +257,6 @@ class Ingest:
     def pairs(self) -> Iterator[PairReport]:
         """Run the ingest; each pair's report as its refresh finishes. Raises what the loads
         or a refresh raised (after stopping the loads)."""
-        started = time.perf_counter()
         conns = Connections(self.url)
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="pair")
         thread = threading.Thread(target=self._load_all, args=(pool, conns), name="loads",
@@ -283,7 +278,6 @@ class Ingest:
             thread.join()
             pool.shutdown(wait=True, cancel_futures=True)
             conns.close()
-            self.seconds = time.perf_counter() - started
 
     def run(self) -> list[PairReport]:
         """Run it to the end; the pairs' reports in pair order."""

@@ -91,7 +91,6 @@ def new_resistance_events(context: dg.AssetExecutionContext, config: LoadConfig,
             part.files.append(path.name)
             part.loaded += r.loaded
             part.xids.append(r.xid)
-            part.log_ids.append(r.log_id)
             if r.rejected:
                 part.rejected_by_file[path.name] = r.rejected
     report = ingest.PairReport(part, _stats(url, pair, part.xids))
