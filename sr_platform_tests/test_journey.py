@@ -32,7 +32,7 @@ from sr_platform.core import db, settings
 from sr_platform.core.localpg import LocalCluster, free_port, read_pgpass
 from sr_platform.operations.definitions import jobs as operations_jobs
 
-from .dagster_dev import graphql, sr_platform_dev, stripped_environment
+from .dagster_dev import graphql, run_messages, sr_platform_dev, stripped_environment
 
 RESTORED = "journey_restored"
 EXTERNAL_LOGIN = "sr_journey"
@@ -256,13 +256,18 @@ def _wait_for_sample_load(port: int, j: Journey, timeout: float = 600) -> list[s
     """The statuses of the landing sensor's runs, once they are all done and the sample's
     rows are in (or one of them did not succeed)."""
     query = ('{ runsOrError(filter: {pipelineName: "ingest_landing_files"}) '
-             '{ ... on Runs { results { status } } } }')
+             '{ ... on Runs { results { runId status } } } }')
     deadline = time.monotonic() + timeout
     while True:
-        statuses = [r["status"] for r in graphql(port, query)["runsOrError"]["results"]]
+        runs = graphql(port, query)["runsOrError"]["results"]
+        statuses = [r["status"] for r in runs]
         if statuses and set(statuses) <= {"SUCCESS", "FAILURE", "CANCELED"}:
-            if set(statuses) != {"SUCCESS"} or j.query(
-                    "SELECT count(*) FROM new_resistance_events") == [(j.sample_rows,)]:
+            if set(statuses) != {"SUCCESS"}:
+                # the failed runs' last messages, so a failure says why (the storage is gone
+                # after the test)
+                return statuses + [m for r in runs if r["status"] != "SUCCESS"
+                                   for m in run_messages(port, r["runId"])[-15:]]
+            if j.query("SELECT count(*) FROM new_resistance_events") == [(j.sample_rows,)]:
                 return statuses
         assert time.monotonic() < deadline, f"the sample is not loaded: runs {statuses}"
         time.sleep(2)
