@@ -1,31 +1,33 @@
-"""The landing-sensor path against `sr-platform load`, on the same files, into fresh databases.
+"""Landing to queryable: files dropped into the landing zone of a running `dagster dev`,
+against `sr-platform load` of the same files, in the same run (issue 16, section 4).
 
-    .venv/bin/python bench/sensor_bench.py [--years 1] [--instruments 28] [--repeats 1]
+    .venv/bin/python bench/sensor_bench.py [--years 1] [--instruments 28] [--repeats 3]
 
 The files are `make run`'s sample (sr_platform.core.generate.write_event_files(dir, years=1,
 instruments=28, seed=0): 28 files, ~46k rows, 112 (instrument, granularity) pairs). Each
 repeat, alternately, on the same server:
 
   cli      `sr-platform load DIR` in a new process into a fresh migrated database (wall time,
-           process start included); its in-process part (loader.load_paths) is shown too.
-  sensor   a fresh migrated database and a fresh Dagster instance with PostgreSQL storage (as
-           dagster.yaml configures it): one real tick of landing_zone_sensor
-           (build_sensor_context on that instance), the dynamic partitions it requests added
-           as the sensor daemon adds them, then the one run it requests executed in a new
-           process by `dagster job execute` with the request's config and tags (the daemon's
-           run worker likewise loads the code location in a new process and executes the run
-           there). Until every partition of events, levels and features is materialized: the
-           bench asserts the partitions materialized and that the three tables hold what the
-           cli path's do, and the sensor's own interval (up to 30 s) is not counted.
+           process start included): the baseline.
+  landing  a fresh migrated database and a fresh Dagster storage database (dagster.yaml as
+           `make run` uses it), `dagster dev -m sr_platform.definitions` on them (webserver,
+           daemon, code server), an empty landing zone. Once the landing sensor has ticked,
+           the bench waits a random part of the sensor's period (files land at any phase of
+           it), then moves the 28 files in (written beside it, renamed in, as the README
+           asks). From that moment (`landed`), a reader connection polls count(*) of
+           new_resistance_events every 50 ms: `queryable` is when all rows are visible. Then
+           it waits for event_features to hold a row per event, and for Dagster to show every
+           partition of the three event assets materialized; the run's own timestamps
+           (created by the tick, started, ended) split the time.
 
-It prints one table (medians over the repeats, min-max in brackets) with seconds, rows/s and
-the ratio to the cli's wall time; the goal (issue 7, goal 4) is a ratio of at most 2.
+It prints one table (medians over the repeats, min-max in brackets) with seconds from
+`landed` and the ratio to the cli's wall time; the goal (issue 16, section 4) is landed ->
+queryable within 2x the cli.
 """
 
 import argparse
-import json
 import os
-import resource
+import random
 import shutil
 import statistics
 import subprocess
@@ -39,10 +41,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sr_platform.core import db, loader, migrate, settings  # noqa: E402
 from sr_platform.core.generate import write_event_files  # noqa: E402
+from sr_platform_tests.dagster_dev import (  # noqa: E402
+    dagster_dev,
+    sensor_ticks,
+    stripped_environment,
+)
 
 BIN = Path(sys.executable).parent
 TABLES = ("new_resistance_events", "support_and_resistance_master", "event_features")
+LOCATION = "sr_platform.definitions"
+SENSOR = "landing_zone_sensor"
 GOAL = 2.0
+POLL = 0.05  # the reader's count(*) poll
 
 
 def fresh_db(server: str, prefix: str, owner: str = db.OWNER_ROLE,
@@ -60,82 +70,131 @@ def counts(url: str) -> dict[str, int]:
         return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
 
 
-def children_cpu() -> float:
-    """CPU seconds (user + system) of the finished child processes so far."""
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def run_cli(url: str, landing: Path) -> tuple[float, float, float]:
-    """(wall seconds of `sr-platform load`, seconds of its loads as it reports them, its CPU
-    seconds)."""
+def run_cli(url: str, landing: Path) -> float:
+    """Wall seconds of `sr-platform load DIR` (a new process, as a user runs it)."""
     env = dict(os.environ, SR_PLATFORM_DATABASE_URL=db.role_url(url, db.WRITER_ROLE))
-    cpu = children_cpu()
     t = time.perf_counter()
     out = subprocess.run([str(BIN / "sr-platform"), "load", str(landing)], env=env,
                          capture_output=True, text=True)
     wall = time.perf_counter() - t
-    cpu = children_cpu() - cpu
     if out.returncode not in (0, 2):  # 2: some rows were rejected (quarantined)
         raise SystemExit(f"sr-platform load failed:\n{out.stdout}\n{out.stderr}")
-    total = next(line for line in out.stdout.splitlines() if line.startswith("total"))
-    return wall, float(total.rsplit(",", 1)[1].split()[0]), cpu
+    return wall
 
 
-def run_sensor(server: str, url: str, landing: Path, home: Path,
-               run_log: Path) -> dict[str, float]:
-    """Seconds of the tick, of the run (in a new process) and of both."""
+def sensor_period() -> float:
+    """Seconds between two evaluations of the landing sensor by the daemon: its minimum
+    interval, but not less than the daemon's sensor loop (5 s in dagster 1.13)."""
+    from dagster._daemon.sensor import MIN_INTERVAL_LOOP_TIME
+
+    from sr_platform.events.sensors import landing_zone_sensor
+
+    return max(landing_zone_sensor.minimum_interval_seconds or 0, MIN_INTERVAL_LOOP_TIME)
+
+
+def wait_until(what: str, test, timeout: float, poll: float) -> float:
+    """time.time() when `test()` first holds."""
+    deadline = time.monotonic() + timeout
+    while not test():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(poll)
+    return time.time()
+
+
+def run_landing(server: str, url: str, sample: Path, tmp: Path, want: dict[str, int],
+                expected_keys: set[str], phase: float) -> dict[str, float]:
+    """Seconds from the files' landing to each milestone (see the module's docstring)."""
     import dagster as dg
 
     storage_name, storage = fresh_db(server, "bench_dagster", owner=db.DAGSTER_ROLE,
                                      migrated=False)
-    env = {"DAGSTER_HOME": str(home), "SR_PLATFORM_LANDING_DIR": str(landing),
-           "SR_PLATFORM_DATABASE_URL": db.role_url(url, db.WRITER_ROLE),
-           "SR_PLATFORM_DAGSTER_STORAGE_URL": db.sqlalchemy_url(
-               db.role_url(storage, db.DAGSTER_ROLE), "psycopg2")}
-    os.environ.update(env)
+    work = Path(tempfile.mkdtemp(prefix="landing_", dir=tmp))
+    home, landing, staging = work / "dagster_home", work / "landing", work / ".staging"
+    for d in (home, landing, staging):
+        d.mkdir()
+    shutil.copy(settings.PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    names = sorted(p.name for p in loader.find_event_files([sample]))
+    for name in names:
+        shutil.copy(sample / name, staging / name)
+    storage_url = db.sqlalchemy_url(db.role_url(storage, db.DAGSTER_ROLE), "psycopg2")
+    env = stripped_environment(
+        DAGSTER_HOME=str(home), SR_PLATFORM_LANDING_DIR=str(landing),
+        SR_PLATFORM_DATABASE_URL=db.role_url(url, db.WRITER_ROLE),
+        SR_PLATFORM_DAGSTER_STORAGE_URL=storage_url,
+        SR_PLATFORM_BACKUP_DIR=str(work / "backups"),
+        SR_PLATFORM_ALERT_LOG=str(work / "alerts.log"))
+    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
+    os.environ["SR_PLATFORM_DAGSTER_STORAGE_URL"] = storage_url  # the instance read below
     try:
-        from sr_platform.events.resources import LandingZone
-        from sr_platform.events.sensors import landing_zone_sensor
+        with dagster_dev(["-m", LOCATION], env=env, cwd=work, timeout=300) as dev:
+            wait_until("the landing sensor's first tick",
+                       lambda: any(t["status"] == "SKIPPED"
+                                   for t in sensor_ticks(dev.port, LOCATION, SENSOR)), 300, 0.5)
+            time.sleep(phase)
+            landed = time.time()
+            for name in names:
+                os.rename(staging / name, landing / name)
+            with db.connect(url, role=db.READER_ROLE, autocommit=True) as reader:
+                def rows(table: str) -> int:
+                    return reader.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
-        with dg.DagsterInstance.get() as instance:
-            t0 = time.perf_counter()
-            result = landing_zone_sensor(dg.build_sensor_context(
-                instance=instance, resources={"landing_zone": LandingZone(path=str(landing))}))
-            for add in result.dynamic_partitions_requests:
-                instance.add_dynamic_partitions(add.partitions_def_name, add.partition_keys)
-            tick = time.perf_counter() - t0
-            (request,) = result.run_requests
-            config = home / "run_config.json"
-            config.write_text(json.dumps(request.run_config))
-            cpu = children_cpu()
-            t1 = time.perf_counter()
-            with open(run_log, "w") as log:
-                done = subprocess.run(
-                    [str(BIN / "dagster"), "job", "execute", "-m", "sr_platform.definitions",
-                     "-j", "ingest_landing_files", "-c", str(config),
-                     "--tags", json.dumps(request.tags)],
-                    env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
-            run = time.perf_counter() - t1
-            cpu = children_cpu() - cpu
-            if done.returncode:
-                raise SystemExit(f"the run failed, see {run_log}")
-            # every pair the files hold (the tick's pre-scan), for each of the three assets
-            expected = {k for keys in request.run_config["ops"]["ingest_files"]["config"][
-                "partitions_by_file"].values() for k in keys}
-            for key in TABLES:
-                done = instance.get_materialized_partitions(dg.AssetKey(key))
-                assert done == expected, (key, len(done), len(expected))
-        return {"tick": tick, "run": run, "total": tick + run, "partitions": len(expected),
-                "cpu": cpu}
+                first = wait_until("the first rows", lambda: rows(TABLES[0]) > 0, 600, POLL)
+                queryable = wait_until("every row", lambda: rows(TABLES[0]) ==
+                                       want[TABLES[0]], 600, POLL)
+                features = wait_until("the features rows", lambda: rows(TABLES[2]) ==
+                                      want[TABLES[0]], 600, POLL)
+            with dg.DagsterInstance.from_config(str(home)) as instance:
+                done: dict[str, float] = {}
+
+                def materialized() -> bool:
+                    for key in TABLES:
+                        if key not in done and instance.get_materialized_partitions(
+                                dg.AssetKey(key)) == expected_keys:
+                            done[key] = time.time()
+                    return len(done) == len(TABLES)
+
+                wait_until("every partition materialized", materialized, 600, 0.25)
+                (record,) = instance.get_run_records(
+                    dg.RunsFilter(job_name="ingest_landing_files"))
+                ended = wait_until("the run's end", lambda: instance.get_run_record_by_id(
+                    record.dagster_run.run_id).end_time is not None, 600, 0.25)
+                record = instance.get_run_record_by_id(record.dagster_run.run_id)
+                status = record.dagster_run.status
+                if status != dg.DagsterRunStatus.SUCCESS:
+                    raise SystemExit(f"the landing run ended {status}; see {work}")
+                launch = instance.get_run_stats(record.dagster_run.run_id).launch_time
+        got = counts(url)
+        assert got == {**want, "event_features": want["new_resistance_events"]}, (got, want)
+        return {"created": record.create_timestamp.timestamp() - landed,
+                "launched": (launch or record.start_time) - landed,
+                "started": record.start_time - landed, "first": first - landed,
+                "queryable": queryable - landed, "features_rows": features - landed,
+                **{f"mat_{k}": v - landed for k, v in done.items()},
+                "ended": (record.end_time or ended) - landed}
     finally:
         db.drop_database(server, storage_name)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def fmt(values: list[float]) -> str:
     med = statistics.median(values)
-    return f"{med:7.2f}" + (f" [{min(values):.2f}-{max(values):.2f}]" if len(values) > 1
+    return f"{med:6.2f}" + (f" [{min(values):.2f}-{max(values):.2f}]" if len(values) > 1
                             else "")
+
+
+ROWS = [  # (key, label) of the landing path's milestones, seconds after the files landed
+    ("created", "tick: the run requested (sensor wait + tick)"),
+    ("launched", "run launched (queue + launch)"),
+    ("started", "run started (worker process up, code loaded)"),
+    ("first", "first rows visible to a reader"),
+    ("queryable", "QUERYABLE: every row visible to a reader"),
+    ("features_rows", "every event's features row written"),
+    ("mat_new_resistance_events", "Dagster: every events partition materialized"),
+    ("mat_support_and_resistance_master", "Dagster: every levels partition materialized"),
+    ("mat_event_features", "Dagster: every features partition materialized"),
+    ("ended", "run ended"),
+]
 
 
 def main() -> None:
@@ -143,64 +202,52 @@ def main() -> None:
     ap.add_argument("--years", type=float, default=1)
     ap.add_argument("--instruments", type=int, default=28)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--run-log", type=Path,
-                    default=Path(tempfile.gettempdir()) / "sensor_bench_run.log",
-                    help="where the run's output goes (Dagster's event log lines)")
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     server = db.database_url("postgres", role=db.ADMIN_ROLE)
+    period = sensor_period()
+    phases = random.Random(args.seed)
+    from sr_platform.events.partitions import partition_key
+
     with tempfile.TemporaryDirectory(prefix="sensor_bench_") as tmp:
-        landing = Path(tmp) / "landing"
-        write_event_files(landing, years=args.years, instruments=args.instruments,
+        sample = Path(tmp) / "sample"
+        write_event_files(sample, years=args.years, instruments=args.instruments,
                           seed=args.seed)
-        files = loader.find_event_files([landing])
-        home = Path(tmp) / "dagster_home"
-        home.mkdir()
-        shutil.copy(settings.PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
-        cli_wall, cli_load, cli_cpu, sensor = [], [], [], []
-        rows = partitions = None
+        files = loader.find_event_files([sample])
+        keys = {str(partition_key(*p)) for f in files for p in loader.file_pairs(f)}
+        cli, landing = [], []
+        want: dict[str, int] = {}
         for _ in range(args.repeats):
-            for path in ("cli", "sensor"):
+            for path in ("cli", "landing"):
                 name, url = fresh_db(server, "bench_" + path)
                 try:
                     if path == "cli":
-                        wall, load, cpu = run_cli(url, landing)
-                        cli_wall.append(wall)
-                        cli_load.append(load)
-                        cli_cpu.append(cpu)
+                        cli.append(run_cli(url, sample))
                         want = counts(url)
                     else:
-                        s = run_sensor(server, url, landing, home, args.run_log)
-                        sensor.append(s)
-                        got = counts(url)
-                        # the cli writes events and levels; the sensor path also features
-                        assert got == {**want, "event_features": want["new_resistance_events"]
-                                       }, (got, want)
-                        rows, partitions = got["new_resistance_events"], s["partitions"]
+                        phase = phases.uniform(0, period)
+                        landing.append(run_landing(server, url, sample, Path(tmp), want, keys,
+                                                   phase) | {"phase": phase})
                 finally:
                     db.drop_database(server, name)
-    base = statistics.median(cli_wall)
-    print(f"\n{len(files)} files, {rows:,} rows, {partitions} partitions; "
-          f"{args.repeats} repeat(s), median [min-max]\n")
-    print(f"{'path':<58} {'seconds':>22} {'rows/s':>9} {'x cli':>6}")
-    table = [
-        ("cli: `sr-platform load DIR` (new process, wall)", cli_wall),
-        ("cli: its loads alone (loader.load_paths, as it reports)", cli_load),
-        ("sensor: one tick (scan + request + dynamic partitions)", [s["tick"] for s in sensor]),
-        ("sensor: its one run (`dagster job execute`, new process)",
-         [s["run"] for s in sensor]),
-        ("sensor path: files landed -> every partition materialized",
-         [s["total"] for s in sensor]),
-    ]
-    for label, values in table:
-        med = statistics.median(values)
-        print(f"{label:<58} {fmt(values):>22} {rows / med:>9,.0f} {med / base:>6.2f}")
-    cpu = statistics.median(s["cpu"] for s in sensor)
-    print(f"\nCPU seconds (user + system) of the process: cli {statistics.median(cli_cpu):.1f}, "
-          f"sensor's run {cpu:.1f} (the run also refreshes levels and features, which the cli "
-          "does not; the server's CPU is not counted)")
-    ratio = statistics.median([s["total"] for s in sensor]) / base
-    print(f"\ngoal 4 (sensor path <= {GOAL:g}x the cli): {ratio:.2f}x, "
+    base = statistics.median(cli)
+    print(f"\n{len(files)} files, {want['new_resistance_events']:,} rows, {len(keys)} "
+          f"partitions; {args.repeats} repeat(s), median [min-max]; landing sensor period "
+          f"{period:g} s (files land at a random phase of it)\n")
+    print(f"{'seconds':<58} {'seconds':>20} {'x cli':>6}")
+    print(f"{'cli: `sr-platform load DIR` (new process, wall)':<58} {fmt(cli):>20} "
+          f"{1.0:>6.2f}")
+    for key, label in ROWS:
+        values = [s[key] for s in landing]
+        print(f"{'landing: ' + label:<58} {fmt(values):>20} "
+              f"{statistics.median(values) / base:>6.2f}")
+    lag = {k: statistics.median(s[k] - s["queryable"] for s in landing)
+           for k in ("mat_support_and_resistance_master", "mat_event_features", "ended")}
+    print(f"\nafter queryable: levels partitions +{lag['mat_support_and_resistance_master']:.2f}"
+          f" s, features partitions +{lag['mat_event_features']:.2f} s, run end "
+          f"+{lag['ended']:.2f} s")
+    ratio = statistics.median(s["queryable"] for s in landing) / base
+    print(f"goal (landed -> queryable <= {GOAL:g}x the cli): {ratio:.2f}x, "
           f"{'met' if ratio <= GOAL else 'missed'}")
 
 

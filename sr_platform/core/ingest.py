@@ -8,8 +8,10 @@ pair (PairStats). So no face can leave a pair's levels or features older than it
 
 A pair's refresh starts as soon as the last file holding it is loaded (when the caller knows
 which files hold which pairs: the landing sensor's pre-scan), in a small thread pool, while
-later files load. `Ingest.pairs()` yields each pair's report as its refresh finishes, so a
-face can report progress (Dagster writes a materialization per partition meanwhile).
+later files load; or, with `overlap=False` (the landing run: its events are queryable
+sooner), once every file is committed. `Ingest.pairs()` yields each pair's report as its
+refresh finishes, so a face can report progress (Dagster writes a materialization per
+partition meanwhile).
 """
 
 import queue
@@ -147,7 +149,10 @@ class Ingest:
 
     `expected` maps a file to the pairs it holds (a pre-scan); without it a pair is refreshed
     after the last file. `derive=False` loads and measures only (the partitioned events asset:
-    the levels and features assets refresh)."""
+    the levels and features assets refresh). `overlap=False` holds every refresh until the
+    last file is committed: on a busy machine refreshes (and what the caller does with their
+    reports) compete with the loads for CPU, so the events are queryable sooner and the
+    derived data follows."""
 
     _DONE = object()
 
@@ -155,8 +160,11 @@ class Ingest:
                  expected: dict[str, set[Pair]] | None = None, *, origin: str | None = None,
                  derive: bool = True, assume_tz: str | None = None,
                  progress_factory: Callable[[Path, int], Callable[[int], None]] | None = None,
-                 workers: int = PAIR_WORKERS, raise_on_outage: bool = False) -> None:
+                 workers: int = PAIR_WORKERS, raise_on_outage: bool = False,
+                 overlap: bool = True) -> None:
         self.url, self.files, self.origin, self.derive = url, list(files), origin, derive
+        self.overlap = overlap
+        self._held: list[Pair] = []  # pairs complete while loads go on (overlap=False)
         self.raise_on_outage = raise_on_outage
         self.expected = {str(f): set(ps) for f, ps in (expected or {}).items()}
         self.assume_tz, self.progress_factory, self.workers = assume_tz, progress_factory, \
@@ -184,7 +192,12 @@ class Ingest:
                     for pair in expected:
                         self.remaining[pair] -= 1
                         if self.remaining[pair] == 0:
-                            self._submit(pool, conns, pair)
+                            if self.overlap:
+                                self._submit(pool, conns, pair)
+                            else:
+                                self._held.append(pair)
+            for pair in self._held:
+                self._submit(pool, conns, pair)
             # pairs no pre-scan announced (no `expected`, or a file that changed since)
             for pair in sorted(set(self.loads) - set(self.remaining)):
                 self._submit(pool, conns, pair)
