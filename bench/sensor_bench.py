@@ -13,12 +13,13 @@ repeat, alternately, on the same server:
            `make run` uses it), `dagster dev -m sr_platform.definitions` on them (webserver,
            daemon, code server), an empty landing zone. Once the landing sensor has ticked,
            the bench waits a random part of the sensor's period (files land at any phase of
-           it), then moves the 28 files in (written beside it, renamed in, as the README
-           asks). From that moment (`landed`), a reader connection polls count(*) of
-           new_resistance_events every 50 ms: `queryable` is when all rows are visible. Then
-           it waits for event_features to hold a row per event, and for Dagster to show every
-           partition of the three event assets materialized; the run's own timestamps
-           (created by the tick, started, ended) split the time.
+           it), then moves the 28 files in (written beside it in a directory, which is
+           renamed in: one rename, so one tick sees every file). From that moment
+           (`landed`), a reader connection polls count(*) of new_resistance_events every
+           50 ms: `queryable` is when all rows are visible. Then it waits for
+           event_features to hold a row per event, and for Dagster to show every partition
+           of the three event assets materialized; the run's own timestamps (created by the
+           tick, started, ended) split the time.
 
 It prints one table (medians over the repeats, min-max in brackets) with seconds from
 `landed` and the ratio to the cli's wall time; the goal (issue 16, section 4) is landed ->
@@ -110,9 +111,9 @@ def run_landing(server: str, url: str, sample: Path, tmp: Path, want: dict[str, 
     storage_name, storage = fresh_db(server, "bench_dagster", owner=db.DAGSTER_ROLE,
                                      migrated=False)
     work = Path(tempfile.mkdtemp(prefix="landing_", dir=tmp))
-    home, landing, staging = work / "dagster_home", work / "landing", work / ".staging"
+    home, landing, staging = work / "dagster_home", work / "landing", work / ".staging" / "batch"
     for d in (home, landing, staging):
-        d.mkdir()
+        d.mkdir(parents=True)
     shutil.copy(settings.PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
     names = sorted(p.name for p in loader.find_event_files([sample]))
     for name in names:
@@ -133,8 +134,7 @@ def run_landing(server: str, url: str, sample: Path, tmp: Path, want: dict[str, 
                                    for t in sensor_ticks(dev.port, LOCATION, SENSOR)), 300, 0.5)
             time.sleep(phase)
             landed = time.time()
-            for name in names:
-                os.rename(staging / name, landing / name)
+            os.rename(staging, landing / staging.name)  # all at once: one tick sees them all
             with db.connect(url, role=db.READER_ROLE, autocommit=True) as reader:
                 def rows(table: str) -> int:
                     return reader.execute(f"SELECT count(*) FROM {table}").fetchone()[0]

@@ -73,9 +73,9 @@ def test_files_dropped_into_a_running_dagster_dev_become_queryable(server_url, m
     storage = db.sqlalchemy_url(db.role_url(db.with_database(server_url, storage_name),
                                             db.DAGSTER_ROLE), "psycopg2")
     home, landing_dir, staging = (tmp_path / "dagster_home", tmp_path / "landing",
-                                  tmp_path / ".staging")
+                                  tmp_path / ".staging" / "batch")
     for d in (home, landing_dir, staging):
-        d.mkdir()
+        d.mkdir(parents=True)
     shutil.copy(settings.PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
     write_event_files(staging, years=0.1, instruments=3, seed=16, event_rate=0.5)
     frame = pd.concat(pd.read_csv(f) for f in sorted(staging.glob("*.csv")))
@@ -95,8 +95,8 @@ def test_files_dropped_into_a_running_dagster_dev_become_queryable(server_url, m
             assert wait_for_tick(dev.port, LOCATION, "landing_zone_sensor") == {
                 "status": "SKIPPED", "error": None,
                 "skipReason": f"no new files in {landing_dir.resolve()}"}
-            for f in sorted(staging.glob("*.csv")):  # written beside it, moved in
-                f.rename(landing_dir / f.name)
+            # written beside it, moved in at once (a directory: one tick sees all the files)
+            staging.rename(landing_dir / staging.name)
             with db.connect(app, role=db.READER_ROLE, autocommit=True) as reader:
                 deadline = time.monotonic() + 600  # a failure's bound, not a measure
                 while reader.execute("SELECT count(*) FROM new_resistance_events"
