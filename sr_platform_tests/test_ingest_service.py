@@ -121,3 +121,28 @@ def test_a_rerun_refreshes_pairs_whose_rows_are_all_present(clean_db, tmp_path, 
     assert "derived: 8 pairs refreshed" in capsys.readouterr().out
     assert _rows(clean_db, "SELECT count(*) FROM event_features") == \
         _rows(clean_db, "SELECT count(*) FROM new_resistance_events")
+
+
+def test_without_overlap_no_pair_is_refreshed_before_every_file_is_committed(
+        clean_db, tmp_path, monkeypatch):
+    """Ingest(overlap=False), the landing run's order (issue 16, section 4): each file holds
+    one instrument, so with overlap the first file's pairs would be refreshed while the second
+    file loads; without, every refresh finds every file's rows committed."""
+    from sr_platform.core import ingest, loader
+
+    files = write_event_files(tmp_path, years=0.1, instruments=2, seed=12, event_rate=0.5)
+    expected = {str(f): loader.file_pairs(f) for f in files}
+    total = sum(len(pd.read_csv(f)) for f in files)
+    seen: list[int] = []
+    refresh = ingest.refresh_pair
+
+    def counting(url, pair_load, conns=None, derive=True):
+        with psycopg.connect(db.libpq_url(url)) as conn:  # what a reader sees at that moment
+            seen.append(conn.execute("SELECT count(*) FROM new_resistance_events").fetchone()[0])
+        return refresh(url, pair_load, conns, derive)
+
+    monkeypatch.setattr(ingest, "refresh_pair", counting)
+    reports = ingest.Ingest(clean_db, files, expected, overlap=False).run()
+    assert len(reports) == 8
+    assert seen == [total] * 8
+    assert _rows(clean_db, "SELECT count(*) FROM event_features") == [(total,)]
