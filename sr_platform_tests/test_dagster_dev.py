@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sr_platform.core import db, landing, migrate, settings
 from sr_platform.core.generate import write_event_files
 from sr_platform.events.partitions import partition_key
+from sr_platform.run_launcher import WARM_TAG
 
 from .dagster_dev import (
     dagster_dev,
@@ -105,8 +106,10 @@ def test_files_dropped_into_a_running_dagster_dev_become_queryable(server_url, m
                     time.sleep(0.2)
                 runs = graphql(dev.port, '{ runsOrError(filter: {pipelineName: '
                                '"ingest_landing_files"}) { ... on Runs { results { runId '
-                               'status } } } }')["runsOrError"]["results"]
+                               'status tags { key value } } } } }')["runsOrError"]["results"]
                 (run,) = runs  # one run for the tick's files
+                # forked from the warm process (sr_platform/run_launcher.py), not spawned
+                assert {"key": WARM_TAG, "value": "true"} in run["tags"]
                 status = wait_for_run(dev.port, run["runId"])
                 assert status == "SUCCESS", run_messages(dev.port, run["runId"])[-20:]
                 for table in ("new_resistance_events", "support_and_resistance_master",
