@@ -68,3 +68,47 @@ def test_no_worker_logged_yet_is_left_to_the_start_timeout(instance):
     run = create_run_for_test(instance, job_name="load_events")
     health = instance.run_launcher.check_run_worker_health(run)
     assert (health.status, health.msg) == (WorkerStatus.RUNNING, "no run worker logged yet")
+
+
+def test_landing_runs_start_warm_until_the_code_changes(instance, monkeypatch):
+    """Runs of ingest_landing_files fork from the warm process (tagged), other jobs' runs and
+    any run once the package's files changed go through the code server (DefaultRunLauncher)."""
+    from dagster._core.launcher import LaunchRunContext
+    from dagster._core.launcher.default_run_launcher import DefaultRunLauncher
+
+    from sr_platform import run_launcher
+
+    via_code_server, forked = [], []
+    monkeypatch.setattr(DefaultRunLauncher, "launch_run",
+                        lambda self, context: via_code_server.append(context.dagster_run.run_id))
+    fingerprint = [("a.py", 1)]
+    monkeypatch.setattr(run_launcher, "source_fingerprint", lambda: tuple(fingerprint))
+
+    class Warm(run_launcher.WarmProcess):
+        def __init__(self):  # no forkserver here: the dagster dev tests start a real one
+            self.fingerprint = run_launcher.source_fingerprint()
+
+        def start(self, run_id, instance_ref):
+            forked.append(run_id)
+            return 1
+
+    monkeypatch.setattr(run_launcher, "WarmProcess", Warm)
+    launcher = instance.run_launcher
+
+    def launch(job_name: str) -> str:
+        run = create_run_for_test(instance, job_name=job_name)
+        launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+        return run.run_id
+
+    landing = launch("ingest_landing_files")
+    other = launch("load_events")
+    assert (forked, via_code_server) == ([landing], [other])
+    assert instance.get_run_by_id(landing).tags[run_launcher.WARM_TAG] == "true"
+    assert run_launcher.WARM_TAG not in instance.get_run_by_id(other).tags
+    fingerprint.append(("b.py", 2))  # an edit: the warm process holds older code
+    stale = launch("ingest_landing_files")
+    assert (forked, via_code_server) == ([landing], [other, stale])
+    monkeypatch.setenv(run_launcher.WARM_ENV, "0")
+    fingerprint.pop()
+    off = launch("ingest_landing_files")
+    assert (forked, via_code_server) == ([landing], [other, stale, off])
