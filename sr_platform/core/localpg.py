@@ -294,8 +294,20 @@ class LocalCluster:
     def is_running(self) -> bool:
         if not self.initialized:
             return False
-        return self._run([self._bin("pg_ctl"), "status", "-D", str(self.data_dir)],
-                         check=False).returncode == 0
+        if self._run([self._bin("pg_ctl"), "status", "-D", str(self.data_dir)],
+                     check=False).returncode == 0:
+            return True
+        # pg_ctl status has said "not running" of a live server on a loaded machine, and start()
+        # then moved the settings to another port under it; the pid file is the second opinion
+        return self._postmaster_alive()
+
+    def _postmaster_alive(self) -> bool:
+        """postmaster.pid names a live postgres process (not a stale file with a reused pid)."""
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+            return Path(f"/proc/{pid}/comm").read_text().strip() == "postgres"
+        except (OSError, ValueError):
+            return False
 
     def url(self, database: str = "postgres", user: str = SUPERUSER) -> str:
         """libpq URL for `user`; the password comes from the passfile the URL names."""
@@ -413,9 +425,15 @@ archive_timeout = 300
                                 "process; moving to port %s", self.data_dir, self.port, port)
                     self._ensure_passwords(port)
                 self._prepare_dirs()
+                previous = self.port
                 self._write_settings(port)
-                self._run([self._bin("pg_ctl"), "start", "-w", "-t", "60", "-D",
-                           str(self.data_dir), "-l", str(self.log_file)])
+                try:
+                    self._run([self._bin("pg_ctl"), "start", "-w", "-t", "60", "-D",
+                               str(self.data_dir), "-l", str(self.log_file)])
+                except LocalClusterError:
+                    if previous != port and self._postmaster_alive():
+                        self._write_settings(previous)  # a server we missed runs on it
+                    raise
             if self.passwords().keys() != LOGIN_ROLES.keys() or not self._provisioned():
                 self.provision()
 
