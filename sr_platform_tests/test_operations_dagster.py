@@ -116,7 +116,7 @@ def test_health_asset_reports_numbers_and_checks(resources, monkeypatch):
         assert (space.passed, space.severity) == (False, dg.AssetCheckSeverity.ERROR)
 
 
-def test_sla_checks_fail_when_a_target_is_impossible(resources, loaded, monkeypatch):
+def test_sla_checks_fail_when_a_target_is_impossible(resources, loaded, monkeypatch, tmp_path):
     # targets no machine misses, however busy (the story's are measured by bench/, not here)
     for name, value in (("INSERT_P99_MS", "60000"), ("BULK_ROWS_PER_S", "1"),
                         ("LATEST_P95_MS", "60000"), ("RANGE_P95_MS", "60000")):
@@ -129,11 +129,17 @@ def test_sla_checks_fail_when_a_target_is_impossible(resources, loaded, monkeypa
         assert _sla_probe_traces(loaded, instance) == {"tables": [], "partitions": 0,
                                                        "registry": 0, "dagster": []}
     monkeypatch.setenv("SR_PLATFORM_SLA_INSERT_P99_MS", "0.000001")
-    result = dg.materialize([sla_benchmark], resources=resources, raise_on_error=False)
-    checks = _checks(result)
-    assert not checks["single_insert_under_target"].passed
-    assert checks["single_insert_under_target"].severity == dg.AssetCheckSeverity.ERROR
-    assert not result.success  # blocking: the run fails, so the failure alert fires
+    monkeypatch.setenv("SR_PLATFORM_ALERT_LOG", str(tmp_path / "alerts.log"))
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([sla_benchmark], resources=resources, raise_on_error=False,
+                                instance=instance)
+        checks = _checks(result)
+        assert not checks["single_insert_under_target"].passed
+        assert checks["single_insert_under_target"].severity == dg.AssetCheckSeverity.ERROR
+        assert not result.success  # blocking: the run fails
+        # one alert, not two: check_failure_alert pages the check; the run's alert stays quiet
+        run_failure_alert(_failure_context(instance, result.run_id))
+        assert not (tmp_path / "alerts.log").exists()
 
 
 def _sla_probe_traces(url: str, instance: dg.DagsterInstance) -> dict:
@@ -226,6 +232,15 @@ class _Hook(BaseHTTPRequestHandler):
         pass
 
 
+def _failure_context(instance: dg.DagsterInstance, run_id: str) -> dg.RunFailureSensorContext:
+    failure = next(e for e in instance.all_logs(run_id)
+                   if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
+    return dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alert", dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(run_id), dagster_event=failure.dagster_event,
+    ).for_run_failure()
+
+
 def test_run_failure_alert_reaches_a_webhook_and_the_log(tmp_path, monkeypatch):
     server = HTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -245,15 +260,7 @@ def test_run_failure_alert_reaches_a_webhook_and_the_log(tmp_path, monkeypatch):
         with dg.instance_for_test() as instance:
             result = failing.execute_in_process(instance=instance, raise_on_error=False)
             assert not result.success
-            run = instance.get_run_by_id(result.run_id)
-            failure = next(e for e in instance.all_logs(result.run_id)
-                           if e.dagster_event and e.dagster_event.event_type_value
-                           == "PIPELINE_FAILURE")
-            ctx = dg.build_run_status_sensor_context(
-                sensor_name="run_failure_alert", dagster_instance=instance,
-                dagster_run=run, dagster_event=failure.dagster_event,
-            ).for_run_failure()
-            run_failure_alert(ctx)
+            run_failure_alert(_failure_context(instance, result.run_id))
     finally:
         server.shutdown()
     assert len(_Hook.received) == 1
