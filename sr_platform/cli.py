@@ -423,7 +423,8 @@ SAMPLE_YEARS, SAMPLE_INSTRUMENTS = 1.0, 28
 def dagster_command(command: str, *args: str) -> list[str]:
     """argv of `dagster COMMAND ...`, in this Python, with the one warning the command itself
     raises silenced in its own process only: dagster 1.13 marks its `dev` and
-    `asset materialize` commands superseded by the `dg` CLI (not installed here)."""
+    `asset materialize` commands superseded by the `dg` CLI (which `sr-platform dg` runs;
+    `make run` keeps `dagster dev` with the project's workspace.yaml)."""
     function = {"dev": "dev_command", "asset": "asset_materialize_command"}[command]
     return [sys.executable, "-W", f"ignore:Function `{function}` is superseded",
             "-m", "dagster", command, *args]
@@ -466,6 +467,20 @@ def _dev(args) -> int:
     # private to our user, like everything else the platform writes
     os.umask(0o077)
     os.execve(argv[0], argv, env)
+
+
+def _dg(args) -> int:
+    """Dagster's `dg` CLI on this project (pyproject's [tool.dg]) with the environment `make run`
+    gives Dagster: the project's DAGSTER_HOME, its storage URL and landing zone. `dg dev`
+    first does what `sr-platform dev` does before serving (migrate, sample, schema asset)."""
+    env = dev_environment()
+    env.setdefault("VIRTUAL_ENV", sys.prefix)  # dg warns when no venv is active
+    if args.dg_args[:1] == ["dev"]:
+        dev_setup(env)
+    dg = str(Path(sys.executable).with_name("dg"))
+    os.umask(0o077)
+    os.chdir(settings.PROJECT_ROOT)
+    os.execve(dg, [dg, *args.dg_args], env)
 
 
 class UsageError(Exception):
@@ -632,6 +647,11 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000, help="the UI's port (default 3000)")
     dev.set_defaults(fn=_dev)
+
+    dgp = _add(sub, "dg", help="Dagster's dg CLI with the platform's environment, e.g. "
+               "`sr-platform dg check defs`, `dg list defs`, `dg dev`")
+    dgp.add_argument("dg_args", nargs=argparse.REMAINDER, metavar="ARGS")
+    dgp.set_defaults(fn=_dg)
     return p
 
 
