@@ -525,11 +525,7 @@ def _add(sub, name: str, command: str | None = None, **kwargs) -> argparse.Argum
                           formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="sr-platform", description=__doc__, epilog=_epilog(""),
-                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_db_command(sub) -> None:
     dbp = _add(sub, "db", help="the database: local cluster and migrations")
     dbs = dbp.add_subparsers(dest="db_command", required=True)
     _add(dbs, "start", "db start", help="start the local cluster").set_defaults(fn=_db_start)
@@ -561,6 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(dbs, "history", "db history",
          help="all revisions, oldest first").set_defaults(fn=_db_history)
 
+
+def _add_load_command(sub) -> None:
     ld = _add(sub, "load", help="load event files (CSV/Parquet) or folders of them")
     ld.add_argument("paths", nargs="+", type=Path)
     ld.add_argument("--assume-tz", default=None, metavar="TZ", type=_time_zone,
@@ -568,6 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Europe/London (default: refuse them)")
     ld.set_defaults(fn=_load)
 
+
+def _add_rejected_command(sub) -> None:
     rj = _add(sub, "rejected", help="list quarantined rows (table rejected_events): file, "
               "line, rule, reason, raw row; newest load first")
     rj.add_argument("--file", default=None, metavar="PATH",
@@ -582,6 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
     rj.add_argument("--format", choices=["table", "csv", "json"], default="table")
     rj.set_defaults(fn=_rejected)
 
+
+def _add_generate_command(sub) -> None:
     gen = _add(sub, "generate", help="write synthetic event files")
     gen.add_argument("--years", type=float, default=1.0)
     gen.add_argument("--instruments", type=int, default=28)
@@ -592,6 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--format", choices=["csv", "parquet"], default="csv")
     gen.set_defaults(fn=_generate)
 
+
+def _add_export_command(sub) -> None:
     ex = _add(sub, "export", help="write events to an event file (Parquet or CSV) that "
               "`sr-platform load` reloads exactly")
     ex.add_argument("--instrument", action="append", metavar="NAME",
@@ -606,6 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--force", action="store_true", help="replace --out if it exists")
     ex.set_defaults(fn=_export)
 
+
+def _add_prune_command(sub) -> None:
     pr = _add(sub, "prune", help="apply the retention policy (2 y events, 5 y features)")
     pr.add_argument("--as-of", default=None, metavar="ISO8601", type=_parse_time,
                     help=f"prune as if it were this time (default now; {TIME_EXAMPLE})")
@@ -615,12 +621,16 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--verbose", action="store_true", help="also list every partition affected")
     pr.set_defaults(fn=_prune)
 
+
+def _add_backup_command(sub) -> None:
     bk = _add(sub, "backup", help="take a backup (logical + physical on the local "
               "cluster), restore it into a scratch database to prove it; or list")
     bk.add_argument("action", nargs="?", choices=["list"], default=None)
     bk.add_argument("--no-verify", action="store_true", help="skip the proving restore")
     bk.set_defaults(fn=_backup)
 
+
+def _add_restore_command(sub) -> None:
     rs = _add(sub, "restore", help="restore a logical backup into a new database")
     rs.add_argument("backup_id")
     rs.add_argument("--into", required=True, metavar="DBNAME")
@@ -628,6 +638,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="drop and replace DBNAME if it exists")
     rs.set_defaults(fn=_restore)
 
+
+def _add_recover_command(sub) -> None:
     rc = _add(sub, "recover", help="point-in-time recovery into a NEW local cluster; "
               "--stop/--remove DIR stop or delete a recovered one")
     rc.add_argument("--to", metavar="ISO8601", type=_parse_time,
@@ -640,6 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="stop the cluster recovered into DIR and delete its data")
     rc.set_defaults(fn=_recover)
 
+
+def _add_dev_command(sub) -> None:
     dev = _add(sub, "dev", help="start everything and serve the Dagster UI (what `make run` "
                "runs)", description="Start PostgreSQL, migrate, put a sample in the landing "
                "zone (the landing sensor loads it), serve the Dagster UI. Ctrl-C stops Dagster, "
@@ -648,10 +662,23 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=3000, help="the UI's port (default 3000)")
     dev.set_defaults(fn=_dev)
 
+
+def _add_dg_command(sub) -> None:
     dgp = _add(sub, "dg", help="Dagster's dg CLI with the platform's environment, e.g. "
                "`sr-platform dg check defs`, `dg list defs`, `dg dev`")
     dgp.add_argument("dg_args", nargs=argparse.REMAINDER, metavar="ARGS")
     dgp.set_defaults(fn=_dg)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sr-platform", description=__doc__, epilog=_epilog(""),
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_db_command, _add_load_command, _add_rejected_command,
+                _add_generate_command, _add_export_command, _add_prune_command,
+                _add_backup_command, _add_restore_command, _add_recover_command,
+                _add_dev_command, _add_dg_command):
+        add(sub)
     return p
 
 
