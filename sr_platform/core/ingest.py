@@ -290,8 +290,10 @@ CHECK_CATCH_ALL = "no_rows_in_catch_all_partitions"
 CHECK_REBOUND = "rebound_in_atr_matches_rebound_over_atr"
 CHECK_REJECTED = "source_files_had_no_rejected_rows"
 EVENTS_CHECKS = {  # name: description (shown in the UI)
-    CHECK_COUNTS: "The rows each load stored in a partition, read back from the table by the "
-                  "load's transaction, equal the loader's own count (ERROR otherwise).",
+    CHECK_COUNTS: "Each file's rows loaded equal its source rows minus the rejected and the "
+                  "duplicate ones, and the rows each load stored in a partition, read back "
+                  "from the table by the load's transaction, equal the loader's own count "
+                  "(ERROR otherwise).",
     CHECK_CATCH_ALL: "No row in a NULL-guard partition, no DEFAULT partition (ERROR "
                      "otherwise).",
     CHECK_REBOUND: "Each row's rebound in ATR equals its rebound over its ATR, within the "
@@ -320,16 +322,21 @@ def events_checks(reports: list[PairReport], results: list[loader.LoadResult],
                   for r in reports if r.stats.written != r.load.loaded}
     mismatched = {key(r.pair): r.stats.mismatched for r in reports if r.stats.mismatched}
     rejected_by_file = {r.path.name: r.rejected for r in ok if r.rejected}
+    unbalanced = {r.path.name: {"source_rows": r.rows_read, "loaded": r.loaded,
+                                "duplicate": r.duplicates, "rejected": r.rejected}
+                  for r in ok if r.rows_read != r.loaded + r.duplicates + r.rejected}
     return [
-        # the loader's own per-partition counts against the rows of each partition that the
-        # load transactions wrote (xmin), read back from the tables
-        CheckOutcome(CHECK_COUNTS, not counts_off, {
+        # each file's accounting (source = loaded + duplicate + rejected), and the loader's
+        # per-partition counts against the rows of each partition that the load transactions
+        # wrote (xmin), read back from the tables
+        CheckOutcome(CHECK_COUNTS, not counts_off and not unbalanced, {
             "source_rows": sum(r.rows_read for r in ok),
             "rejected": sum(r.rejected for r in ok),
             "duplicate": sum(r.duplicates for r in ok),
             "loaded": sum(r.loaded for r in ok),
             "in_table_written_by_this_run": sum(r.stats.written for r in reports),
-            "partitions_checked": len(reports), "partitions_failing": counts_off}),
+            "partitions_checked": len(reports), "partitions_failing": counts_off,
+            "files_failing": unbalanced}),
         CheckOutcome(CHECK_CATCH_ALL, catch_all_counts == (0, 0), {
             "default_partitions": catch_all_counts[0],
             "rows_in_null_guards": catch_all_counts[1]}),
