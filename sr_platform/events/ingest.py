@@ -21,7 +21,7 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
-from ..core import ingest, landing, loader
+from ..core import ingest, landing, load_summary
 from ..resources import PostgresResource
 from .partitions import event_partitions, instruments
 from .reporting import check_evaluations, key_of, materializations, outage_retry
@@ -88,26 +88,10 @@ def ingest_files(context: dg.OpExecutionContext, config: IngestConfig,
             context.log.warning(r.error)
         elif r.ignored_columns:
             context.log.warning(f"{r.path.name}: ignored columns {r.ignored_columns}")
-    context.log.info(_summary(run.results, len(reports), time.perf_counter() - started))
+    context.log.info(load_summary.ingest_summary(run.results, len(reports),
+                                                  time.perf_counter() - started))
     failed = [r.error for r in run.results if r.database_failed]
     if failed:  # rolled back whole: the run fails, so it is seen (and rerun) rather than lost
         raise dg.Failure(f"{len(failed)} file(s) not loaded", metadata={
             "errors": dg.MetadataValue.md("\n".join(f"- {e}" for e in failed))})
 
-
-def _summary(results: list[loader.LoadResult], partitions: int, seconds: float) -> str:
-    """The per-file table of `sr-platform load`, as one log message."""
-    ok = [r for r in results if not r.error]
-    read = sum(r.rows_read for r in ok)
-    w = max([len(r.path.name) for r in results] + [5])
-    lines = [f"{len(ok)} of {len(results)} files loaded, {partitions} partitions "
-             f"materialized in {seconds:.1f} s ({read / seconds if seconds else 0:,.0f} rows/s)",
-             f"{'file':<{w}} {'read':>9} {'loaded':>9} {'duplicate':>9} {'rejected':>8} "
-             f"{'seconds':>7}"]
-    for r in results:
-        lines.append(f"{r.path.name:<{w}} not loaded: {r.error}" if r.error else
-                     f"{r.path.name:<{w}} {r.rows_read:>9,} {r.loaded:>9,} {r.duplicates:>9,} "
-                     f"{r.rejected:>8,} {r.seconds:>7.2f}")
-    lines.append(f"{'total':<{w}} {read:>9,} {sum(r.loaded for r in ok):>9,} "
-                 f"{sum(r.duplicates for r in ok):>9,} {sum(r.rejected for r in ok):>8,}")
-    return "\n".join(lines)
