@@ -4,9 +4,10 @@ chunks with their line numbers, in bounded memory whatever the file's size.
 Everything is read as text (CSV) or as stored (Parquet) and nothing is coerced here, so the
 validator sees exactly what the file said and can quote it back in the quarantine.
 
-`scan()` is the first, cheap pass: it hashes the file as stored, refuses a file that is not
-UTF-8 CSV text or readable Parquet, and collects the (instrument, granularity) pairs from those
-two columns only. `EventFile.chunks()` is the second pass, CHUNK_ROWS records at a time.
+`scan_event_file()` is the first, cheap pass: it hashes the file as stored, refuses a file
+that is not UTF-8 CSV text or readable Parquet, and collects the (instrument, granularity)
+pairs from those two columns only. `EventFile.chunks()` is the second pass, CHUNK_ROWS records
+at a time.
 """
 
 import codecs
@@ -40,7 +41,7 @@ OPTIONAL = ("original_event_id", "event_type", "volume_at_event", "day_of_week",
 IGNORED = ("created_at", "updated_at")  # database-managed: accepted in exports, never loaded
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 PARQUET_SUFFIXES = (".parquet", ".pq")
-CHUNK_ROWS = 100_000  # default records per chunk (the loader passes its own)
+CHUNK_ROWS = 50_000  # records read, validated and written at a time (tests make it small)
 KEY_COLUMNS = ["instrument", "granularity"]
 READ_BYTES = 1 << 22  # bytes read at a time when cutting a file into blocks of lines
 ARROW_THREADS = False  # pyarrow's CSV parser on one core: the other one runs PostgreSQL
@@ -67,7 +68,7 @@ class RawEvents:
 
 
 @dataclass
-class Scan:
+class FileScan:
     sha256: str  # of the file as stored (compressed, for .csv.gz)
     pairs: set[Pair]  # well-formed (instrument, granularity) pairs with at least one row
     ignored_columns: list[str]
@@ -103,7 +104,7 @@ def _check_header(path: Path, columns: list[str]) -> list[str]:
     return [c for c in columns if c not in REQUIRED + OPTIONAL + IGNORED]
 
 
-class _Tap(io.RawIOBase):
+class _ObservedReader(io.RawIOBase):
     """A readable stream that shows every block read through it to `see` (hashing, UTF-8
     checking) on its way to the reader."""
 
@@ -212,7 +213,7 @@ class EventFile:
         except OSError as exc:  # permission denied, a file that vanished, I/O errors
             raise EventFileError(path, exc.strerror or str(exc), "cannot read") from None
         self.ignored_columns = _check_header(path, self.columns)
-        self.sha256 = ""  # set by scan()
+        self.sha256 = ""  # set by scan_event_file()
 
     # -- opening --------------------------------------------------------------------------
 
@@ -220,11 +221,11 @@ class EventFile:
         """The file's text bytes (decompressed for .csv.gz), with the optional taps."""
         fh: BinaryIO = stack.enter_context(open(self.path, "rb"))
         if see_raw:
-            fh = stack.enter_context(io.BufferedReader(_Tap(fh, see_raw), 1 << 20))
+            fh = stack.enter_context(io.BufferedReader(_ObservedReader(fh, see_raw), 1 << 20))
         if event_suffix(self.path) == ".csv.gz":
             fh = stack.enter_context(gzip.GzipFile(fileobj=fh, mode="rb"))
         if see_text:
-            fh = stack.enter_context(io.BufferedReader(_Tap(fh, see_text), 1 << 20))
+            fh = stack.enter_context(io.BufferedReader(_ObservedReader(fh, see_text), 1 << 20))
         return fh
 
     def _csv_header(self) -> list[str]:
@@ -418,7 +419,7 @@ def _add_pairs(pairs: set[Pair], keys) -> None:
             pairs.add((i, g))
 
 
-def scan(path: Path) -> tuple[EventFile, Scan]:
+def scan_event_file(path: Path) -> tuple[EventFile, FileScan]:
     """The first pass: check the header, hash the file as stored, refuse non-UTF-8 text, and
     collect the well-formed (instrument, granularity) pairs from those two columns only.
     Raises EventFileError when the file is not an event file."""
@@ -435,4 +436,4 @@ def scan(path: Path) -> tuple[EventFile, Scan]:
             raise EventFileError(f.path, f"not UTF-8 CSV text ({exc.__class__.__name__})"
                                  ) from None
     f.sha256 = digest.hexdigest()
-    return f, Scan(f.sha256, pairs, f.ignored_columns)
+    return f, FileScan(f.sha256, pairs, f.ignored_columns)

@@ -27,7 +27,7 @@ from psycopg import sql
 from . import db, loader
 from .catalog import catch_all_rows
 from .features import refresh_features
-from .keys import Pair, leaf_name
+from .keys import EVENTS, FEATURES, LEVELS, Pair, leaf_name
 from .levels import refresh_levels
 
 PAIR_WORKERS = 2  # pairs refreshed at once, while the next files load
@@ -39,7 +39,7 @@ REBOUND_MISMATCH = sql.SQL(
     "atr_at_event) > 0.000001 + 0.000001 * (1 + abs(new_resistance_negative_rebound / "
     "atr_at_event)) / atr_at_event")
 
-EVENTS, LEVELS, FEATURES = loader.EVENTS, loader.LEVELS, loader.FEATURES
+
 
 
 @dataclass
