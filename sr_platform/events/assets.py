@@ -12,7 +12,7 @@ from ..core.features import refresh_features
 from ..core.ingest import EVENTS_CHECKS
 from ..core.levels import refresh_levels
 from ..resources import PostgresResource
-from .partitions import event_partitions, pair_of
+from .partitions import event_partitions, pair_of_context
 from .reporting import (
     check_results,
     events_metadata,
@@ -66,7 +66,7 @@ def _stats(url: str, pair: tuple[str, str], xids: Iterable[str] = ()) -> ingest.
 )
 def new_resistance_events(context: dg.AssetExecutionContext, config: LoadConfig,
                           postgres: PostgresResource, landing_zone: LandingZone):
-    pair = pair_of(context)
+    pair = pair_of_context(context)
     url = postgres.url()
     files = [Path(f) for f in config.files] or landing.event_files(landing_zone.directory())
     part = ingest.PairLoad(pair)
@@ -116,7 +116,7 @@ def new_resistance_events(context: dg.AssetExecutionContext, config: LoadConfig,
 )
 def support_and_resistance_master(context: dg.AssetExecutionContext,
                                   postgres: PostgresResource) -> dg.MaterializeResult:
-    pair = pair_of(context)
+    pair = pair_of_context(context)
     url = postgres.url()
     levels = refresh_levels(url, pair)
     report = ingest.PairReport(ingest.PairLoad(pair), _stats(url, pair), levels=levels)
@@ -133,7 +133,7 @@ def support_and_resistance_master(context: dg.AssetExecutionContext,
 )
 def event_features(context: dg.AssetExecutionContext,
                    postgres: PostgresResource) -> dg.MaterializeResult:
-    pair = pair_of(context)
+    pair = pair_of_context(context)
     url = postgres.url()
     features = refresh_features(url, pair)
     report = ingest.PairReport(ingest.PairLoad(pair), _stats(url, pair), features=features)

@@ -23,7 +23,7 @@ import psycopg
 
 from ..core import ingest, landing, load_summary
 from ..resources import PostgresResource
-from .partitions import event_partitions, instruments
+from .partitions import instruments, pair_of_key
 from .reporting import check_evaluations, key_of, materializations, outage_retry
 from .resources import LandingZone
 
@@ -34,11 +34,6 @@ class IngestConfig(dg.Config):
     # soon as its last file is loaded. Without it, partitions are those the files loaded rows
     # for, refreshed after the last file.
     partitions_by_file: dict[str, list[str]] = {}
-
-
-def _pair_of(key: str) -> tuple[str, str]:
-    keys = event_partitions.get_partition_key_from_str(key).keys_by_dimension
-    return keys["instrument"], keys["granularity"]
 
 
 def _hold_storage_connections(instance: dg.DagsterInstance) -> None:
@@ -63,7 +58,7 @@ def ingest_files(context: dg.OpExecutionContext, config: IngestConfig,
     url = postgres.url()
     started = time.perf_counter()
     files = [Path(f) for f in config.files] or landing.event_files(landing_zone.directory())
-    expected = {str(f): {_pair_of(k) for k in config.partitions_by_file.get(str(f), [])}
+    expected = {str(f): {pair_of_key(k) for k in config.partitions_by_file.get(str(f), [])}
                 for f in files}
     _hold_storage_connections(context.instance)
     known = set(context.instance.get_dynamic_partitions(instruments.name))
