@@ -44,7 +44,7 @@ def resources(loaded, tmp_path):
             "backups": BackupStore(path=str(tmp_path / "backups"))}
 
 
-def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+def _check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
@@ -71,7 +71,7 @@ def test_retention_job_dry_run_then_prune(loaded, resources):
 def test_backup_asset_is_proven_by_a_restore(resources, tmp_path):
     result = dg.materialize([database_backup], resources=resources)
     assert result.success
-    checks = _checks(result)
+    checks = _check_evaluations(result)
     assert checks["backup_restores"].passed
     meta = result.asset_materializations_for_node("database_backup")[0].metadata
     manifest = json.loads((tmp_path / "backups" / meta["backup_id"].value / "manifest.json")
@@ -80,7 +80,7 @@ def test_backup_asset_is_proven_by_a_restore(resources, tmp_path):
     assert (tmp_path / "backups" / "base" / meta["base_backup_id"].value / "base.tar.gz").exists()
 
 
-def test_health_asset_reports_numbers_and_checks(resources, monkeypatch):
+def test_health_asset_reports_numbers_and_check_evaluations(resources, monkeypatch):
     result = dg.materialize([database_health], resources=resources)
     assert result.success
     meta = result.asset_materializations_for_node("database_health")[0].metadata
@@ -92,7 +92,7 @@ def test_health_asset_reports_numbers_and_checks(resources, monkeypatch):
     # sizes also readable beside the numbers that plot
     assert re.fullmatch(r"\d+\.\d\d (kB|MB|GB)", meta["database_size"].value)
     assert meta["database_size"].value == health.readable_bytes(meta["database_bytes"].value)
-    checks = _checks(result)
+    checks = _check_evaluations(result)
     assert set(checks) == set(HEALTH_CHECKS)
     # no backup in this (fresh) backup directory: the backup check fails with ERROR
     assert not checks["backup_is_recent"].passed
@@ -102,17 +102,19 @@ def test_health_asset_reports_numbers_and_checks(resources, monkeypatch):
     assert "wal_archive_space" in checks  # the local WAL archive's size and free space
     if settings.external_database_url() is None:
         assert isinstance(meta["wal_archive_bytes"].value, int)
-        assert checks["wal_archive_space"].metadata["wal_archive_bytes"].value >= 0
+        # the check reads the same measurement the asset reports
+        assert checks["wal_archive_space"].metadata["wal_archive_bytes"].value == \
+            meta["wal_archive_bytes"].value
     # thresholds come from settings: free disk below 101 % (always) warns, below 0 % (never)
     # errs; the WAL archive's filesystem below 101 % free (always) is an error
     monkeypatch.setenv("SR_PLATFORM_HEALTH_FREE_DISK_PCT_WARN", "101")
     monkeypatch.setenv("SR_PLATFORM_HEALTH_FREE_DISK_PCT_ERROR", "0")
     monkeypatch.setenv("SR_PLATFORM_HEALTH_WAL_ARCHIVE_FREE_PCT_ERROR", "101")
     result = dg.materialize([database_health], resources=resources)
-    free = _checks(result)["free_disk"]
+    free = _check_evaluations(result)["free_disk"]
     assert (free.passed, free.severity) == (False, dg.AssetCheckSeverity.WARN)
     if settings.external_database_url() is None:  # no filesystem is 101 % free: ERROR
-        space = _checks(result)["wal_archive_space"]
+        space = _check_evaluations(result)["wal_archive_space"]
         assert (space.passed, space.severity) == (False, dg.AssetCheckSeverity.ERROR)
 
 
@@ -123,14 +125,14 @@ def test_sla_checks_fail_when_a_target_is_impossible(resources, loaded, monkeypa
         monkeypatch.setenv(f"SR_PLATFORM_SLA_{name}", value)
     result = dg.materialize([sla_benchmark], resources=resources)
     assert result.success
-    assert all(c.passed for c in _checks(result).values())
-    assert set(_checks(result)) == set(SLA_CHECKS)
+    assert all(c.passed for c in _check_evaluations(result).values())
+    assert set(_check_evaluations(result)) == set(SLA_CHECKS)
     with dg.instance_for_test() as instance:  # the writes and the probe's leaves rolled back
         assert _sla_probe_traces(loaded, instance) == {"tables": [], "partitions": 0,
                                                        "registry": 0, "dagster": []}
     monkeypatch.setenv("SR_PLATFORM_SLA_INSERT_P99_MS", "0.000001")
     result = dg.materialize([sla_benchmark], resources=resources, raise_on_error=False)
-    checks = _checks(result)
+    checks = _check_evaluations(result)
     assert not checks["single_insert_under_target"].passed
     assert checks["single_insert_under_target"].severity == dg.AssetCheckSeverity.ERROR
     assert not result.success  # blocking: the run fails, so the failure alert fires
@@ -165,7 +167,7 @@ def test_sla_with_no_events_warns_not_measured_and_leaves_no_probe(server_url, m
         assert _sla_probe_traces(url, instance)["tables"]
         result = dg.materialize([sla_benchmark], resources=resources, instance=instance)
         assert result.success  # WARN blocks nothing
-        checks = _checks(result)
+        checks = _check_evaluations(result)
         for name in ("latest_by_instrument_under_target", "range_query_under_target"):
             assert (checks[name].passed, checks[name].severity, checks[name].description) == (
                 False, dg.AssetCheckSeverity.WARN, "not measured: no events in any pair yet")
