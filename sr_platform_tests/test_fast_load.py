@@ -16,7 +16,7 @@ from sr_platform.core import db, event_files, file_transaction, loader, migrate
 from sr_platform.core.keys import PARTITIONED_TABLES
 
 from .conftest import insert_event
-from .test_loader import row, scalar, write_csv
+from .helpers import row, scalar, write_csv
 from .test_loader_hardening import ID, admin, assert_registry_consistent, registry
 
 

@@ -21,7 +21,7 @@ from sr_platform.core.keys import INSTRUMENT_RE
 from sr_platform.core.localpg import LocalCluster
 
 from .conftest import insert_event
-from .test_loader import (
+from .helpers import (
     assert_loaded_once,
     assert_loaded_once_and_derived,
     counts,
