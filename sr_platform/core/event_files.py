@@ -305,8 +305,8 @@ class EventFile:
     def _csv_chunks(self, rows: int, keep: list[str], see_raw, see_text
                     ) -> Iterator[RawEvents]:
         """Blocks of `rows` physical lines go through pyarrow's CSV parser when the block is
-        plain text (_arrow_block), else through pandas' C parser when the block proves safe
-        (_fast_block); from the first block with a quote on, the csv module reads the rest
+        plain text (_pyarrow_block), else through pandas' C parser when the block proves safe
+        (_pandas_block); from the first block with a quote on, the csv module reads the rest
         record by record (a quoted field may run across block boundaries)."""
         with ExitStack() as stack:
             fh = self._open(stack, see_raw, see_text)
@@ -315,17 +315,17 @@ class EventFile:
             lineno = 2  # physical line number of the next line
             for data, count in blocks:
                 if b'"' in data:
-                    yield from self._exact(chain(io.BytesIO(data), blocks.rest()), lineno,
-                                           rows, keep)
+                    yield from self._csv_module_records(
+                        chain(io.BytesIO(data), blocks.rest()), lineno, rows, keep)
                     break
-                frame = self._arrow_block(data, lineno, keep)
+                frame = self._pyarrow_block(data, lineno, keep)
                 if frame is None:
                     block = io.BytesIO(data).readlines()
-                    frame = self._fast_block(data, block, lineno, keep)
+                    frame = self._pandas_block(data, block, lineno, keep)
                 if frame is not None:
                     yield self._raw(frame, [])
                 else:
-                    yield from self._exact(iter(block), lineno, rows, keep)
+                    yield from self._csv_module_records(iter(block), lineno, rows, keep)
                 lineno += count
             if see_raw or see_text:  # pass every byte through the taps
                 for _ in iter(lambda: fh.read(1 << 20), b""):
@@ -341,7 +341,7 @@ class EventFile:
                 column_types=dict.fromkeys(self.columns, pa.string()), include_columns=columns,
                 strings_can_be_null=False, check_utf8=True))
 
-    def _arrow_block(self, data: bytes, lineno: int, keep: list[str]) -> pd.DataFrame | None:
+    def _pyarrow_block(self, data: bytes, lineno: int, keep: list[str]) -> pd.DataFrame | None:
         """pyarrow's parser on a plain block (_plain_block) whose every non-blank line is one
         record of the header's field count, else None."""
         if not _plain_block(data):
@@ -358,11 +358,12 @@ class EventFile:
         frame["_line"] = records + lineno
         return frame
 
-    def _fast_block(self, data: bytes, block: list[bytes], lineno: int, keep: list[str]
+    def _pandas_block(self, data: bytes, block: list[bytes], lineno: int, keep: list[str]
                     ) -> pd.DataFrame | None:
         """pandas' C parser, when the block's shape proves it safe: every non-blank physical
         line one record with exactly the header's field count. Ragged or short lines and
-        comma-only lines fail that proof (by counting) and go to the exact reader."""
+        comma-only lines fail that proof (by counting) and go to the csv module
+        (_csv_module_records)."""
         n = len(self.columns)
         if b"\x00" in data:  # the C parser's handling of NUL is its own: the csv module's is exact
             return None
@@ -379,7 +380,7 @@ class EventFile:
         frame["_line"] = records
         return frame
 
-    def _exact(self, lines: Iterator[bytes], lineno: int, rows: int, keep: list[str]
+    def _csv_module_records(self, lines: Iterator[bytes], lineno: int, rows: int, keep: list[str]
                ) -> Iterator[RawEvents]:
         """The csv module, record by record: each record keeps the physical line it starts on;
         a record with the wrong number of fields is set aside as malformed; blank lines are
