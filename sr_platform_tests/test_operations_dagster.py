@@ -12,7 +12,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from sr_platform.core import db, health, loader, settings
+from sr_platform.core import db, health, loader, settings, sla
 from sr_platform.core.generate import write_event_files
 from sr_platform.definitions import defs
 from sr_platform.operations.assets import (
@@ -24,7 +24,7 @@ from sr_platform.operations.assets import (
     retention_pruning,
     sla_benchmark,
 )
-from sr_platform.operations.resources import BackupStore
+from sr_platform.operations.resources import BackupStore, OperationsThresholds
 from sr_platform.operations.sensors import run_failure_alert
 from sr_platform.resources import PostgresResource
 
@@ -41,7 +41,14 @@ def loaded(server_url, make_db, tmp_path):
 @pytest.fixture
 def resources(loaded, tmp_path):
     return {"postgres": PostgresResource(database_url=loaded),
-            "backups": BackupStore(path=str(tmp_path / "backups"))}
+            "backups": BackupStore(path=str(tmp_path / "backups")),
+            "thresholds": OperationsThresholds.from_env()}
+
+
+def _read_thresholds(resources: dict) -> dict:
+    """The resources with the thresholds read from the environment again, as a code
+    location reads them when it loads."""
+    return resources | {"thresholds": OperationsThresholds.from_env()}
 
 
 def _check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
@@ -105,12 +112,13 @@ def test_health_asset_reports_numbers_and_check_evaluations(resources, monkeypat
         # the check reads the same measurement the asset reports
         assert checks["wal_archive_space"].metadata["wal_archive_bytes"].value == \
             meta["wal_archive_bytes"].value
-    # thresholds come from settings: free disk below 101 % (always) warns, below 0 % (never)
-    # errs; the WAL archive's filesystem below 101 % free (always) is an error
+    # thresholds come from the environment, read into the thresholds resource: free disk
+    # below 101 % (always) warns, below 0 % (never) errs; the WAL archive's filesystem below
+    # 101 % free (always) is an error
     monkeypatch.setenv("SR_PLATFORM_HEALTH_FREE_DISK_PCT_WARN", "101")
     monkeypatch.setenv("SR_PLATFORM_HEALTH_FREE_DISK_PCT_ERROR", "0")
     monkeypatch.setenv("SR_PLATFORM_HEALTH_WAL_ARCHIVE_FREE_PCT_ERROR", "101")
-    result = dg.materialize([database_health], resources=resources)
+    result = dg.materialize([database_health], resources=_read_thresholds(resources))
     free = _check_evaluations(result)["free_disk"]
     assert (free.passed, free.severity) == (False, dg.AssetCheckSeverity.WARN)
     if settings.external_database_url() is None:  # no filesystem is 101 % free: ERROR
@@ -123,7 +131,7 @@ def test_sla_checks_fail_when_a_target_is_impossible(resources, loaded, monkeypa
     for name, value in (("INSERT_P99_MS", "60000"), ("BULK_ROWS_PER_S", "1"),
                         ("LATEST_P95_MS", "60000"), ("RANGE_P95_MS", "60000")):
         monkeypatch.setenv(f"SR_PLATFORM_SLA_{name}", value)
-    result = dg.materialize([sla_benchmark], resources=resources)
+    result = dg.materialize([sla_benchmark], resources=_read_thresholds(resources))
     assert result.success
     assert all(c.passed for c in _check_evaluations(result).values())
     assert set(_check_evaluations(result)) == set(SLA_CHECKS)
@@ -131,7 +139,8 @@ def test_sla_checks_fail_when_a_target_is_impossible(resources, loaded, monkeypa
         assert _sla_probe_traces(loaded, instance) == {"tables": [], "partitions": 0,
                                                        "registry": 0, "dagster": []}
     monkeypatch.setenv("SR_PLATFORM_SLA_INSERT_P99_MS", "0.000001")
-    result = dg.materialize([sla_benchmark], resources=resources, raise_on_error=False)
+    result = dg.materialize([sla_benchmark], resources=_read_thresholds(resources),
+                            raise_on_error=False)
     checks = _check_evaluations(result)
     assert not checks["single_insert_under_target"].passed
     assert checks["single_insert_under_target"].severity == dg.AssetCheckSeverity.ERROR
@@ -165,7 +174,8 @@ def test_sla_with_no_events_warns_not_measured_and_leaves_no_probe(server_url, m
             conn.execute("SELECT ensure_partition('SLA_PROBE', 'H1')")
         instance.add_dynamic_partitions("instruments", ["SLA_PROBE"])
         assert _sla_probe_traces(url, instance)["tables"]
-        result = dg.materialize([sla_benchmark], resources=resources, instance=instance)
+        result = dg.materialize([sla_benchmark], resources=_read_thresholds(resources),
+                                instance=instance)
         assert result.success  # WARN blocks nothing
         checks = _check_evaluations(result)
         for name in ("latest_by_instrument_under_target", "range_query_under_target"):
@@ -277,3 +287,17 @@ def test_the_code_location_loads_as_dagster_loads_it(tmp_path):
                          env=dict(os.environ, DAGSTER_HOME=str(tmp_path)))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Validation successful for code location" in out.stdout + out.stderr
+
+
+def test_thresholds_resource_reads_the_environment_once(monkeypatch):
+    """SR_PLATFORM_HEALTH_* / SR_PLATFORM_SLA_* are read when the resource is built (the code
+    location's load), not when a run uses it; its config holds every field of the core
+    settings it stands for."""
+    monkeypatch.setenv("SR_PLATFORM_HEALTH_FREE_DISK_PCT_WARN", "30")
+    monkeypatch.setenv("SR_PLATFORM_SLA_RANGE_P95_MS", "250")
+    built = OperationsThresholds.from_env()
+    monkeypatch.setenv("SR_PLATFORM_HEALTH_FREE_DISK_PCT_WARN", "40")
+    assert built.health_thresholds() == health.Thresholds(free_disk_pct=(30.0, 10.0))
+    assert built.sla_targets() == sla.Targets(range_p95_ms=250.0)
+    assert built.health.free_disk_pct == [30.0, 10.0]  # as the UI shows it
+    assert OperationsThresholds.from_env().health_thresholds().free_disk_pct == (40.0, 10.0)
