@@ -18,9 +18,9 @@ from sqlalchemy.engine import make_url
 
 from . import backup, db, retention, settings
 from .catalog import catch_all_rows
+from .keys import PARTITIONED_TABLES
 
-TABLES = (retention.EVENTS, retention.LEVELS, retention.FEATURES, "rejected_events",
-          "load_log")
+TABLES = (*PARTITIONED_TABLES, "rejected_events", "load_log")
 
 
 @dataclass(frozen=True)
