@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -15,6 +14,7 @@ from sqlalchemy.engine import make_url
 # backup, migrate (alembic) and catalog are imported by the commands that use them: alembic
 # alone is 0.35 s of every `sr-platform load`'s start
 from .core import db, landing, loader, settings
+from .core.load_summary import load_summary_lines
 from .core.text import printable
 
 
@@ -129,43 +129,8 @@ def _progress_factory(enabled: bool):
 
 
 def print_load_summary(results: list[loader.LoadResult], out=None) -> None:
-    out = out or sys.stdout  # looked up at the call: a redirected stdout counts
-    # file names and the errors quoting them are escaped (text.printable): a name holding
-    # control characters must not repaint the terminal
-    names = [printable(r.path.name) for r in results]
-    w = max([len(n) for n in names] + [5])
-    print(f"{'file':<{w}} {'read':>10} {'loaded':>10} {'duplicate':>10} {'rejected':>9} "
-          f"{'rows/s':>10}", file=out)
-    for name, r in zip(names, results, strict=True):
-        if r.error:
-            print(f"{name:<{w}} {'not loaded: ' + printable(r.error)}", file=out)
-            continue
-        print(f"{name:<{w}} {r.rows_read:>10,} {r.loaded:>10,} {r.duplicates:>10,} "
-              f"{r.rejected:>9,} {r.rows_per_second:>10,.0f}", file=out)
-    ok = [r for r in results if not r.error]
-    secs = sum(r.seconds for r in ok)
-    read = sum(r.rows_read for r in ok)
-    print(f"{'total':<{w}} {read:>10,} {sum(r.loaded for r in ok):>10,} "
-          f"{sum(r.duplicates for r in ok):>10,} {sum(r.rejected for r in ok):>9,} "
-          f"{(read / secs if secs else 0):>10,.0f}   ({len(results)} files, {secs:.1f} s)",
-          file=out)
-    for r in ok:
-        if r.ignored_columns:
-            print(f"note: {printable(r.path.name)}: ignored columns not in the contract: "
-                  f"{printable(', '.join(r.ignored_columns))}", file=out)
-    reasons = sum((r.reasons for r in ok), Counter())
-    if reasons:
-        print("top reasons for rejected rows (all in table rejected_events):", file=out)
-        for rule, count in reasons.most_common(8):
-            print(f"  {count:>8,}  {rule}", file=out)
-            example = next(r.rule_reasons[rule] for r in ok if rule in r.rule_reasons)
-            print(f"            e.g. {printable(example)}", file=out)
-            lines = "; ".join(f"{printable(r.path.name)} "
-                              + ", ".join(map(str, r.rule_lines[rule]))
-                              for r in ok if r.rule_lines.get(rule))
-            print(f"            first lines: {lines}", file=out)
-        print("list them: sr-platform rejected [--file FILE] [--rule RULE] "
-              "(or sr-platform rejected --help)", file=out)
+    """The load summary table, as the landing run logs it (core/load_summary.py)."""
+    print("\n".join(load_summary_lines(results)), file=out or sys.stdout)
 
 
 def print_derived_summary(reports, out=None) -> None:

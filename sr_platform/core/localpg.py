@@ -77,7 +77,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _service_account() -> pwd.struct_passwd | None:
+def service_account() -> pwd.struct_passwd | None:
     """The account the server runs as: None (ourselves) unless we are root."""
     if os.geteuid() != 0:
         return None
@@ -154,7 +154,7 @@ class LocalCluster:
         The setting is rewritten at each start and takes effect at the next server start."""
         self.home = Path(home).resolve()
         self.source_bin_dir = Path(bin_dir)
-        account = _service_account()
+        account = service_account()
         self.service_user = account.pw_name if account else None
         if runtime_dir is not None:
             self.runtime = Path(runtime_dir).resolve()
@@ -208,7 +208,7 @@ class LocalCluster:
 
     # -- helpers -------------------------------------------------------------------------------
     def _run(self, args: list[str], check: bool = True) -> subprocess.CompletedProcess:
-        account = _service_account()
+        account = service_account()
         kwargs: dict = {"capture_output": True, "text": True, "cwd": str(self.runtime)}
         if account is not None:
             kwargs |= {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
@@ -229,7 +229,7 @@ class LocalCluster:
 
     def _prepare_dirs(self) -> None:
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)  # it holds the passfile
-        account = _service_account()
+        account = service_account()
         if account is not None and self.runtime != self.home:
             # /var/lib/sr-platform is ours; only the service account enters its subdirectory
             self.runtime.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -381,7 +381,7 @@ archive_timeout = 300
         if not port or not _port_free(port):
             port = free_port()
         pw = self._ensure_passwords(port)
-        account = _service_account()
+        account = service_account()
         # initdb reads the superuser's password from a file only it (the service account) reads
         pwfile = self.runtime / ".initdb-pw"
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -407,7 +407,7 @@ archive_timeout = 300
         runs (settings that need a restart take effect at the next start)."""
         conf = self.data_dir / CONF_NAME
         conf.write_text(self._settings(port))
-        account = _service_account()
+        account = service_account()
         if account is not None:
             shutil.chown(conf, account.pw_uid, account.pw_gid)
 
