@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -15,6 +14,7 @@ from sqlalchemy.engine import make_url
 # backup, migrate (alembic) and catalog are imported by the commands that use them: alembic
 # alone is 0.35 s of every `sr-platform load`'s start
 from .core import db, landing, loader, settings
+from .core.load_summary import load_summary_lines
 from .core.text import printable
 
 
@@ -129,43 +129,8 @@ def _progress_factory(enabled: bool):
 
 
 def print_load_summary(results: list[loader.LoadResult], out=None) -> None:
-    out = out or sys.stdout  # looked up at the call: a redirected stdout counts
-    # file names and the errors quoting them are escaped (text.printable): a name holding
-    # control characters must not repaint the terminal
-    names = [printable(r.path.name) for r in results]
-    w = max([len(n) for n in names] + [5])
-    print(f"{'file':<{w}} {'read':>10} {'loaded':>10} {'duplicate':>10} {'rejected':>9} "
-          f"{'rows/s':>10}", file=out)
-    for name, r in zip(names, results, strict=True):
-        if r.error:
-            print(f"{name:<{w}} {'not loaded: ' + printable(r.error)}", file=out)
-            continue
-        print(f"{name:<{w}} {r.rows_read:>10,} {r.loaded:>10,} {r.duplicates:>10,} "
-              f"{r.rejected:>9,} {r.rows_per_second:>10,.0f}", file=out)
-    ok = [r for r in results if not r.error]
-    secs = sum(r.seconds for r in ok)
-    read = sum(r.rows_read for r in ok)
-    print(f"{'total':<{w}} {read:>10,} {sum(r.loaded for r in ok):>10,} "
-          f"{sum(r.duplicates for r in ok):>10,} {sum(r.rejected for r in ok):>9,} "
-          f"{(read / secs if secs else 0):>10,.0f}   ({len(results)} files, {secs:.1f} s)",
-          file=out)
-    for r in ok:
-        if r.ignored_columns:
-            print(f"note: {printable(r.path.name)}: ignored columns not in the contract: "
-                  f"{printable(', '.join(r.ignored_columns))}", file=out)
-    reasons = sum((r.reasons for r in ok), Counter())
-    if reasons:
-        print("top reasons for rejected rows (all in table rejected_events):", file=out)
-        for rule, count in reasons.most_common(8):
-            print(f"  {count:>8,}  {rule}", file=out)
-            example = next(r.rule_reasons[rule] for r in ok if rule in r.rule_reasons)
-            print(f"            e.g. {printable(example)}", file=out)
-            lines = "; ".join(f"{printable(r.path.name)} "
-                              + ", ".join(map(str, r.rule_lines[rule]))
-                              for r in ok if r.rule_lines.get(rule))
-            print(f"            first lines: {lines}", file=out)
-        print("list them: sr-platform rejected [--file FILE] [--rule RULE] "
-              "(or sr-platform rejected --help)", file=out)
+    """The load summary table, as the landing run logs it (core/load_summary.py)."""
+    print("\n".join(load_summary_lines(results)), file=out or sys.stdout)
 
 
 def print_derived_summary(reports, out=None) -> None:
@@ -423,7 +388,8 @@ SAMPLE_YEARS, SAMPLE_INSTRUMENTS = 1.0, 28
 def dagster_command(command: str, *args: str) -> list[str]:
     """argv of `dagster COMMAND ...`, in this Python, with the one warning the command itself
     raises silenced in its own process only: dagster 1.13 marks its `dev` and
-    `asset materialize` commands superseded by the `dg` CLI (not installed here)."""
+    `asset materialize` commands superseded by the `dg` CLI (which `sr-platform dg` runs;
+    `make run` keeps `dagster dev` with the project's workspace.yaml)."""
     function = {"dev": "dev_command", "asset": "asset_materialize_command"}[command]
     return [sys.executable, "-W", f"ignore:Function `{function}` is superseded",
             "-m", "dagster", command, *args]
@@ -468,6 +434,20 @@ def _dev(args) -> int:
     os.execve(argv[0], argv, env)
 
 
+def _dg(args) -> int:
+    """Dagster's `dg` CLI on this project (pyproject's [tool.dg]) with the environment `make run`
+    gives Dagster: the project's DAGSTER_HOME, its storage URL and landing zone. `dg dev`
+    first does what `sr-platform dev` does before serving (migrate, sample, schema asset)."""
+    env = dev_environment()
+    env.setdefault("VIRTUAL_ENV", sys.prefix)  # dg warns when no venv is active
+    if args.dg_args[:1] == ["dev"]:
+        dev_setup(env)
+    dg = str(Path(sys.executable).with_name("dg"))
+    os.umask(0o077)
+    os.chdir(settings.PROJECT_ROOT)
+    os.execve(dg, [dg, *args.dg_args], env)
+
+
 class UsageError(Exception):
     """Arguments that parse but do not fit together: exit EXIT_USAGE."""
 
@@ -510,11 +490,7 @@ def _add(sub, name: str, command: str | None = None, **kwargs) -> argparse.Argum
                           formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="sr-platform", description=__doc__, epilog=_epilog(""),
-                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_db_command(sub) -> None:
     dbp = _add(sub, "db", help="the database: local cluster and migrations")
     dbs = dbp.add_subparsers(dest="db_command", required=True)
     _add(dbs, "start", "db start", help="start the local cluster").set_defaults(fn=_db_start)
@@ -546,6 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(dbs, "history", "db history",
          help="all revisions, oldest first").set_defaults(fn=_db_history)
 
+
+def _add_load_command(sub) -> None:
     ld = _add(sub, "load", help="load event files (CSV/Parquet) or folders of them")
     ld.add_argument("paths", nargs="+", type=Path)
     ld.add_argument("--assume-tz", default=None, metavar="TZ", type=_time_zone,
@@ -553,6 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Europe/London (default: refuse them)")
     ld.set_defaults(fn=_load)
 
+
+def _add_rejected_command(sub) -> None:
     rj = _add(sub, "rejected", help="list quarantined rows (table rejected_events): file, "
               "line, rule, reason, raw row; newest load first")
     rj.add_argument("--file", default=None, metavar="PATH",
@@ -567,6 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     rj.add_argument("--format", choices=["table", "csv", "json"], default="table")
     rj.set_defaults(fn=_rejected)
 
+
+def _add_generate_command(sub) -> None:
     gen = _add(sub, "generate", help="write synthetic event files")
     gen.add_argument("--years", type=float, default=1.0)
     gen.add_argument("--instruments", type=int, default=28)
@@ -577,6 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--format", choices=["csv", "parquet"], default="csv")
     gen.set_defaults(fn=_generate)
 
+
+def _add_export_command(sub) -> None:
     ex = _add(sub, "export", help="write events to an event file (Parquet or CSV) that "
               "`sr-platform load` reloads exactly")
     ex.add_argument("--instrument", action="append", metavar="NAME",
@@ -591,6 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--force", action="store_true", help="replace --out if it exists")
     ex.set_defaults(fn=_export)
 
+
+def _add_prune_command(sub) -> None:
     pr = _add(sub, "prune", help="apply the retention policy (2 y events, 5 y features)")
     pr.add_argument("--as-of", default=None, metavar="ISO8601", type=_parse_time,
                     help=f"prune as if it were this time (default now; {TIME_EXAMPLE})")
@@ -600,12 +586,16 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--verbose", action="store_true", help="also list every partition affected")
     pr.set_defaults(fn=_prune)
 
+
+def _add_backup_command(sub) -> None:
     bk = _add(sub, "backup", help="take a backup (logical + physical on the local "
               "cluster), restore it into a scratch database to prove it; or list")
     bk.add_argument("action", nargs="?", choices=["list"], default=None)
     bk.add_argument("--no-verify", action="store_true", help="skip the proving restore")
     bk.set_defaults(fn=_backup)
 
+
+def _add_restore_command(sub) -> None:
     rs = _add(sub, "restore", help="restore a logical backup into a new database")
     rs.add_argument("backup_id")
     rs.add_argument("--into", required=True, metavar="DBNAME")
@@ -613,6 +603,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="drop and replace DBNAME if it exists")
     rs.set_defaults(fn=_restore)
 
+
+def _add_recover_command(sub) -> None:
     rc = _add(sub, "recover", help="point-in-time recovery into a NEW local cluster; "
               "--stop/--remove DIR stop or delete a recovered one")
     rc.add_argument("--to", metavar="ISO8601", type=_parse_time,
@@ -625,6 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="stop the cluster recovered into DIR and delete its data")
     rc.set_defaults(fn=_recover)
 
+
+def _add_dev_command(sub) -> None:
     dev = _add(sub, "dev", help="start everything and serve the Dagster UI (what `make run` "
                "runs)", description="Start PostgreSQL, migrate, put a sample in the landing "
                "zone (the landing sensor loads it), serve the Dagster UI. Ctrl-C stops Dagster, "
@@ -632,6 +626,24 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000, help="the UI's port (default 3000)")
     dev.set_defaults(fn=_dev)
+
+
+def _add_dg_command(sub) -> None:
+    dgp = _add(sub, "dg", help="Dagster's dg CLI with the platform's environment, e.g. "
+               "`sr-platform dg check defs`, `dg list defs`, `dg dev`")
+    dgp.add_argument("dg_args", nargs=argparse.REMAINDER, metavar="ARGS")
+    dgp.set_defaults(fn=_dg)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sr-platform", description=__doc__, epilog=_epilog(""),
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_db_command, _add_load_command, _add_rejected_command,
+                _add_generate_command, _add_export_command, _add_prune_command,
+                _add_backup_command, _add_restore_command, _add_recover_command,
+                _add_dev_command, _add_dg_command):
+        add(sub)
     return p
 
 

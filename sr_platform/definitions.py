@@ -12,6 +12,7 @@ from .events.assets import (
     new_resistance_events,
     support_and_resistance_master,
 )
+from .events.checks import EVENTS_STATE_CHECKS
 from .events.jobs import ingest_landing_files_job, load_events_job
 from .events.resources import LandingZone
 from .events.sensors import landing_zone_sensor, outside_loads_sensor
@@ -33,6 +34,7 @@ def env_or_default(name: str) -> dg.EnvVar | None:
 defs = dg.Definitions(
     assets=[database_schema, landing_files, new_resistance_events,
             support_and_resistance_master, event_features, *operations.assets],
+    asset_checks=EVENTS_STATE_CHECKS,
     jobs=[load_events_job, ingest_landing_files_job, *operations.jobs],
     schedules=operations.schedules,
     sensors=[landing_zone_sensor, outside_loads_sensor, *operations.sensors],

@@ -18,7 +18,7 @@ from sr_platform.core import db
 from sr_platform.core.alerts import send_alert
 from sr_platform.operations import sensors
 from sr_platform.operations.assets import database_health
-from sr_platform.operations.resources import BackupStore
+from sr_platform.operations.resources import BackupStore, OperationsThresholds
 from sr_platform.operations.sensors import check_failure_alert
 from sr_platform.resources import PostgresResource
 
@@ -115,8 +115,9 @@ def test_an_error_health_check_pages_once_per_failure(health_resources, hook, pg
 
     def run(dead_ratio_fails: bool) -> str:
         _dead_ratio_fails(monkeypatch, dead_ratio_fails)
-        result = dg.materialize([database_health], resources=health_resources,
-                                instance=instance)
+        # the thresholds as a code location reads them when it loads: from the environment
+        result = dg.materialize([database_health], instance=instance, resources=health_resources
+                                | {"thresholds": OperationsThresholds.from_env()})
         assert result.success  # health checks never fail their run: only this sensor pages
         return result.run_id
 

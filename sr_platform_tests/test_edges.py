@@ -26,7 +26,7 @@ from sr_platform.events.sensors import landing_zone_sensor
 from sr_platform.resources import PostgresResource
 from sr_platform.schema.assets import database_schema
 
-from .test_loader import counts, fetch, load_log_rows, row, run_cli, write_csv
+from .helpers import counts, fetch, load_log_rows, row, run_cli, write_csv
 
 ESC_NAME = "evil\x1b[2J.csv"  # ESC [ 2 J: clear the screen
 

@@ -4,6 +4,7 @@ asset, and a backfill run twice, against a real PostgreSQL."""
 import json
 import logging
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
@@ -14,17 +15,22 @@ import pytest
 from sr_platform.core import db
 from sr_platform.core.generate import write_event_files
 from sr_platform.core.levels import level_outcomes
+from sr_platform.core.reading import existing_pairs
 from sr_platform.definitions import defs
 from sr_platform.events.assets import (
     event_features,
     new_resistance_events,
     support_and_resistance_master,
 )
-from sr_platform.events.jobs import ingest_landing_files_job
+from sr_platform.events.checks import EVENTS_STATE_CHECKS
+from sr_platform.events.jobs import ingest_landing_files_job, load_events_job
 from sr_platform.events.partitions import event_partitions, partition_key
 from sr_platform.events.resources import LandingZone
 from sr_platform.events.sensors import landing_zone_sensor
 from sr_platform.resources import PostgresResource
+
+from .conftest import insert_event
+from .helpers import count_rows
 
 ASSETS = [new_resistance_events, support_and_resistance_master, event_features]
 
@@ -45,11 +51,6 @@ def resources(clean_db, landing):
 def _expected(landing: Path) -> pd.DataFrame:
     frames = [pd.read_csv(f) for f in sorted(landing.glob("*.csv"))]
     return pd.concat(frames).groupby(["instrument", "granularity"]).size()
-
-
-def _count(url: str, table: str, where: str = "") -> int:
-    with psycopg.connect(db.libpq_url(url)) as conn:
-        return conn.execute(f"SELECT count(*) FROM {table} {where}").fetchone()[0]
 
 
 def _partitions(url: str) -> set[tuple[str, str, str]]:
@@ -189,7 +190,7 @@ def test_the_ticks_one_run_materializes_each_partition_once(resources, landing, 
         assert warn.metadata["rejected_rows_by_file"].value == {"bad.csv": 2}
         assert warn.metadata["rejected_rows_by_partition"].value == {"H1|EUR_USD": 1}
         assert warn.metadata["rejected_rows_without_a_valid_partition"].value == 1
-        assert [_count(clean_db, t) for t in (
+        assert [count_rows(clean_db, t) for t in (
             "new_resistance_events", "support_and_resistance_master", "event_features",
             "rejected_events")] == [total, total, total, 2]
         with psycopg.connect(db.libpq_url(clean_db)) as conn:
@@ -209,7 +210,7 @@ def test_the_ticks_one_run_materializes_each_partition_once(resources, landing, 
         assert {p: m["partition_rows"] for p, m in mats["new_resistance_events"].items()} == keys
         assert all(c.passed for c in again.get_asset_check_evaluations()
                    if c.check_name != "source_files_had_no_rejected_rows")
-        assert [_count(clean_db, t) for t in (
+        assert [count_rows(clean_db, t) for t in (
             "new_resistance_events", "support_and_resistance_master", "event_features",
             "rejected_events")] == [total, total, total, 2]
 
@@ -222,7 +223,7 @@ def test_the_ticks_one_run_materializes_each_partition_once(resources, landing, 
         meta = result.asset_materializations_for_node("new_resistance_events")[0].metadata
         assert (meta["rows_loaded"].value, meta["rows_duplicate"].value,
                 meta["partition_rows"].value) == (0, n, n)
-        assert [_count(clean_db, t) for t in (
+        assert [count_rows(clean_db, t) for t in (
             "new_resistance_events", "support_and_resistance_master", "event_features")] == [
             total, total, total]
 
@@ -237,14 +238,14 @@ def test_a_tick_after_a_backfill_loads_only_what_is_new(resources, landing, clea
         assert dg.materialize(ASSETS, resources=resources, instance=instance,
                               partition_key=key).success
         n = int(expected[("EUR_USD", "W")])
-        assert _count(clean_db, "new_resistance_events") == n
+        assert count_rows(clean_db, "new_resistance_events") == n
         _, run = _tick_and_run(instance, resources)
         mats = _run_materializations(run)
         loaded = {p: m["rows_loaded"] for p, m in mats["new_resistance_events"].items()}
         assert loaded == {str(partition_key(i, g)): (0 if (i, g) == ("EUR_USD", "W")
                                                      else int(c))
                           for (i, g), c in expected.items()}
-        assert _count(clean_db, "new_resistance_events") == int(expected.sum())
+        assert count_rows(clean_db, "new_resistance_events") == int(expected.sum())
         assert all(c.passed for c in run.get_asset_check_evaluations())
 
 
@@ -253,8 +254,10 @@ def test_partitioned_materialization_of_each_asset(resources, landing, clean_db)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("instruments", ["EUR_USD", "GBP_USD"])
         key = partition_key("EUR_USD", "H1")
-        result = dg.materialize(ASSETS, resources=resources, instance=instance,
-                                partition_key=key)
+        # the database-state checks are standalone: selected with the assets, as the
+        # load_events job selects them
+        result = dg.materialize([*ASSETS, *EVENTS_STATE_CHECKS], resources=resources,
+                                instance=instance, partition_key=key)
         assert result.success
         n = int(expected[("EUR_USD", "H1")])
         ev = result.asset_materializations_for_node("new_resistance_events")[0].metadata
@@ -271,8 +274,8 @@ def test_partitioned_materialization_of_each_asset(resources, landing, clean_db)
                           "rebound_in_atr_matches_rebound_over_atr": True,
                           "source_files_had_no_rejected_rows": True}
     # only that partition was loaded
-    assert _count(clean_db, "new_resistance_events") == n
-    assert _count(clean_db, "event_features", "WHERE level_status = 'breached'") \
+    assert count_rows(clean_db, "new_resistance_events") == n
+    assert count_rows(clean_db, "event_features", "WHERE level_status = 'breached'") \
         == lv["breached"].value
 
 
@@ -295,10 +298,39 @@ def test_backfill_twice_is_idempotent(resources, landing, clean_db):
                 assert (meta.metadata["rows_loaded"].value,
                         meta.metadata["rows_duplicate"].value) == ((n, 0) if attempt == 0
                                                                    else (0, n))
-            counts.append(tuple(_count(clean_db, t) for t in (
+            counts.append(tuple(count_rows(clean_db, t) for t in (
                 "new_resistance_events", "support_and_resistance_master", "event_features")))
     total = int(expected.sum())
     assert counts == [(total, total, total), (total, total, total)]
+
+
+def test_the_database_state_checks_run_on_their_own(resources, landing, clean_db):
+    """Standalone @asset_checks: run without a load, over the tables as they are; a row whose
+    stored rebound in ATR is not its rebound over its ATR fails the rebound check, naming its
+    partition; nothing in a catch-all partition passes the other."""
+    job_checks = defs.resolve_job_def(load_events_job.name).asset_layer.asset_graph
+    assert {c.check_key for c in EVENTS_STATE_CHECKS} <= job_checks.asset_check_keys
+    with db.connect(clean_db, role=db.WRITER_ROLE) as conn:
+        conn.execute("SELECT ensure_partition('EUR_USD', 'H1'), ensure_partition('GBP_USD', 'D')")
+        insert_event(conn)
+        insert_event(conn, instrument="GBP_USD", granularity="D", hour_of_day=13,
+                     new_resistance_negative_rebound_in_atr=Decimal("-0.400000"))
+        conn.commit()
+        # clean_db empties the tables but keeps earlier tests' leaves: every one is checked
+        pairs = existing_pairs(conn, "new_resistance_events")
+    assert {("EUR_USD", "H1"), ("GBP_USD", "D")} <= set(pairs)
+    with dg.instance_for_test() as instance:
+        job = dg.Definitions(asset_checks=EVENTS_STATE_CHECKS, resources=resources
+                             ).resolve_implicit_global_asset_job_def()
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert {name: c.passed for name, c in checks.items()} == {
+        "no_rows_in_catch_all_partitions": True,
+        "rebound_in_atr_matches_rebound_over_atr": False}
+    rebound = checks["rebound_in_atr_matches_rebound_over_atr"].metadata
+    assert (rebound["mismatched_rows"].value, rebound["partitions_checked"].value,
+            rebound["partitions_failing"].value) == (1, len(pairs), {"D|GBP_USD": 1})
+    assert checks["no_rows_in_catch_all_partitions"].metadata["rows_in_null_guards"].value == 0
 
 
 def test_level_outcomes_exact():
@@ -344,7 +376,7 @@ def test_rejected_rows_warn_and_the_counts_check_holds(resources, landing, clean
     assert (counts.metadata["source_rows"].value, counts.metadata["rejected"].value,
             counts.metadata["loaded"].value,
             counts.metadata["in_table_written_by_this_run"].value) == (n + 1, 1, n, n)
-    assert _count(clean_db, "rejected_events") == 1
+    assert count_rows(clean_db, "rejected_events") == 1
 
 
 def test_counts_check_passes_with_two_copies_of_one_file(resources, landing, clean_db):
@@ -369,7 +401,7 @@ def test_counts_check_passes_with_two_copies_of_one_file(resources, landing, cle
     assert (counts.metadata["source_rows"].value, counts.metadata["rejected"].value,
             counts.metadata["duplicate"].value, counts.metadata["loaded"].value,
             counts.metadata["in_table_written_by_this_run"].value) == (2 * n, 0, n, n, n)
-    assert _count(clean_db, "new_resistance_events") == n
+    assert count_rows(clean_db, "new_resistance_events") == n
 
 
 def test_a_database_outage_asks_for_retries(landing, monkeypatch):
@@ -413,7 +445,7 @@ def test_a_file_gone_before_the_run_is_reported_and_the_others_load(resources, l
                     if e.level == logging.WARNING]
         assert any("events_GBP_USD_001.csv" in w for w in warnings), warnings
     n = int(expected.loc["EUR_USD"].sum())
-    assert _count(clean_db, "new_resistance_events") == n
+    assert count_rows(clean_db, "new_resistance_events") == n
 
 
 def test_the_ingest_run_asks_for_retries_when_the_database_is_down(landing, monkeypatch):

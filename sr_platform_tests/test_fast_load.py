@@ -12,11 +12,11 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from sr_platform.core import db, loader, migrate
+from sr_platform.core import db, event_files, file_transaction, loader, migrate
 from sr_platform.core.keys import PARTITIONED_TABLES
 
 from .conftest import insert_event
-from .test_loader import row, scalar, write_csv
+from .helpers import row, scalar, write_csv
 from .test_loader_hardening import ID, admin, assert_registry_consistent, registry
 
 
@@ -94,13 +94,13 @@ def test_pair_slice_stages_only_its_pair(clean_db, tmp_path):
 def test_a_failure_before_commit_leaves_no_staged_table(clean_db, tmp_path, monkeypatch):
     new = new_instrument()
     path = write_csv(tmp_path / "new.csv", [row(h, instrument=new) for h in range(10, 13)])
-    original = loader._FileLoad.chunk
+    original = file_transaction.FileTransaction.chunk
 
     def chunk_then_fail(self, raw, checked):
         original(self, raw, checked)
         raise RuntimeError("killed after the COPY")
 
-    monkeypatch.setattr(loader._FileLoad, "chunk", chunk_then_fail)
+    monkeypatch.setattr(file_transaction.FileTransaction, "chunk", chunk_then_fail)
     with pytest.raises(RuntimeError):
         loader.load_file(path, clean_db)
     for table in PARTITIONED_TABLES:
@@ -108,7 +108,7 @@ def test_a_failure_before_commit_leaves_no_staged_table(clean_db, tmp_path, monk
                       (loader.leaf_name(table, (new, "H1")),)) is None
     assert scalar(clean_db, "SELECT count(*) FROM event_id_registry WHERE instrument = %s",
                   (new,)) == 0
-    monkeypatch.setattr(loader._FileLoad, "chunk", original)
+    monkeypatch.setattr(file_transaction.FileTransaction, "chunk", original)
     assert loader.load_file(path, clean_db).loaded == 3  # the rerun loads it once
     assert_registry_consistent(clean_db)
 
@@ -275,7 +275,7 @@ def test_new_partitions_skip_the_id_checks_then_recheck_on_a_conflict(clean_db, 
     another chunk) or share with a stored event fails the attach, and the file is loaded again
     with every row checked: the same rows loaded and quarantined, by the same rules, as a load
     that checked them."""
-    monkeypatch.setattr(loader, "CHUNK_ROWS", 2)  # the repeats fall in other chunks
+    monkeypatch.setattr(event_files, "CHUNK_ROWS", 2)  # the repeats fall in other chunks
     new, old = new_instrument(), new_instrument()
     with admin(clean_db) as conn:
         conn.execute("SELECT ensure_partition(%s, 'H1')", (old,))
@@ -341,7 +341,7 @@ def test_a_new_pairs_slice_is_checked_against_the_files_other_rows(clean_db, tmp
                                                                    monkeypatch):
     """A pair's slice (Dagster's partition runs) writes only its rows, so the attach cannot see
     an id its row repeats from another slice in an earlier chunk: a slice is always checked."""
-    monkeypatch.setattr(loader, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(event_files, "CHUNK_ROWS", 2)
     new, other = new_instrument(), new_instrument()
     path = write_csv(tmp_path / "slices.csv", [
         row(10, instrument=other, original_event_id=ID["A"]),                 # line 2

@@ -1,5 +1,5 @@
 """The journey (issue 13): exactly what `make run` leaves, then every command of the README's
-"Using it" as a subprocess, each checked by its effect, and each operations job once.
+"Commands" as a subprocess, each checked by its effect, and each operations job once.
 
 Two legs: a FRESH local cluster (a temporary SR_PLATFORM_HOME: the developer's own cluster is
 never touched) brought up by a real `sr-platform dev` (cluster, `sr_platform` database with
@@ -179,7 +179,7 @@ def journey(request, tmp_path) -> Iterator[Journey]:
     server = request.getfixturevalue("pg15_server_url")
     password = secrets.token_hex(16)
     with psycopg.connect(db.libpq_url(server), autocommit=True) as conn:
-        # a login role with a password, with what README's "Roles and security" asks of an
+        # a login role with a password, with what docs/security.md asks of an
         # external URL: member of sr_writer (and CREATEDB), of sr_owner (migrations, backups)
         # and of sr_reader
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(

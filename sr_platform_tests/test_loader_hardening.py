@@ -15,13 +15,13 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from sr_platform.core import db, event_files, landing, loader, migrate, settings
+from sr_platform.core import copy_encoding, db, event_files, landing, loader, migrate, settings
 from sr_platform.core.event_files import REQUIRED, EventFileError
 from sr_platform.core.keys import INSTRUMENT_RE
 from sr_platform.core.localpg import LocalCluster
 
 from .conftest import insert_event
-from .test_loader import (
+from .helpers import (
     assert_loaded_once,
     assert_loaded_once_and_derived,
     counts,
@@ -122,7 +122,7 @@ def test_chunk_boundaries_keep_lines_duplicates_and_quarantine_exact(clean_db, t
                                                                      monkeypatch, chunk_sizes):
     path = chunked_file(tmp_path / "chunked.csv")
     assert path.read_text().count("\n") == 16
-    monkeypatch.setattr(loader, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(event_files, "CHUNK_ROWS", 3)
     # the pair exists (as after any earlier test): rows are checked chunk by chunk in one
     # pass (a new pair's repeats are found at the attach, then the file is read once more)
     with admin(clean_db) as conn:
@@ -149,7 +149,7 @@ def test_chunk_boundaries_keep_lines_duplicates_and_quarantine_exact(clean_db, t
     assert rejections(clean_db) == CHUNKED_REJECTIONS
 
     truncate(clean_db)  # the same file in one chunk stores exactly the same
-    monkeypatch.setattr(loader, "CHUNK_ROWS", 1_000)
+    monkeypatch.setattr(event_files, "CHUNK_ROWS", 1_000)
     whole = loader.load_file(path, clean_db)
     assert (whole.rows_read, whole.loaded, whole.rejected) == (13, 6, 7)
     assert (events_snapshot(clean_db), levels_snapshot(clean_db),
@@ -157,7 +157,7 @@ def test_chunk_boundaries_keep_lines_duplicates_and_quarantine_exact(clean_db, t
 
 
 def test_pair_slice_in_chunks_counts_only_its_rows(clean_db, tmp_path, monkeypatch):
-    monkeypatch.setattr(loader, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(event_files, "CHUNK_ROWS", 2)
     path = write_csv(tmp_path / "mixed.csv", [
         row(10, original_event_id=uid("A")),
         row(11, instrument="GBP_USD", original_event_id=uid("B")),
@@ -198,7 +198,7 @@ def test_csv_gz_is_accepted_wherever_csv_is(clean_db, tmp_path, monkeypatch, chu
     assert (list(scan.new_files), scan.pairs_by_file, scan.refused) == (
         [str(gz)], {str(gz): {("EUR_USD", "H1"), ("GBP_USD", "H1")}}, {})
 
-    monkeypatch.setattr(loader, "CHUNK_ROWS", 2)  # streamed: never more than a chunk at once
+    monkeypatch.setattr(event_files, "CHUNK_ROWS", 2)  # streamed: never more than a chunk at once
     result = loader.load_file(gz, clean_db)
     assert chunk_sizes == [(2, 0), (2, 0)]
     assert (result.rows_read, result.loaded, result.rejected) == (4, 3, 1)
@@ -361,8 +361,8 @@ def throwaway_cluster(tmp_path):
 def test_database_stopped_mid_load_then_rerun_loads_once(throwaway_cluster, tmp_path,
                                                          monkeypatch):
     cluster, url = throwaway_cluster
-    monkeypatch.setattr(loader, "CHUNK_ROWS", 10)
-    monkeypatch.setattr(loader, "COPY_CHUNK", 5)
+    monkeypatch.setattr(event_files, "CHUNK_ROWS", 10)
+    monkeypatch.setattr(copy_encoding, "COPY_CHUNK", 5)
     path = write_csv(tmp_path / "forty.csv", [row(h % 24, event_price_level=f"1.{h:04d}")
                                               for h in range(40)] + [row(1, granularity="X")])
     copied: list[int] = []
@@ -459,7 +459,7 @@ def test_loader_on_a_database_before_0005_dedupes_by_leaf(server_url, make_db, t
     finds stored rows by their full key in the pair's leaf, as before 0005."""
     url = make_db(server_url, migrated=False)
     migrate.upgrade(url, "0004")
-    monkeypatch.setattr(loader, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(event_files, "CHUNK_ROWS", 2)
     path = write_csv(tmp_path / "five.csv", [row(10), row(11), row(12, instrument="GBP_USD"),
                                              row(10), row(13)])
     first = loader.load_file(path, url)

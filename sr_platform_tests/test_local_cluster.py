@@ -128,3 +128,36 @@ def test_wal_archive_setting(monkeypatch):
     monkeypatch.setenv(settings.WAL_ARCHIVE_ENV, "sometimes")
     with pytest.raises(ValueError, match="SR_PLATFORM_WAL_ARCHIVE='sometimes': expected on or off"):
         settings.wal_archive()
+
+
+def test_start_keeps_the_port_of_a_live_server_that_pg_ctl_status_misreports(
+        tmp_path, monkeypatch):
+    """A running server is never moved to another port under itself (seen once on a loaded
+    machine: settings said one port, the server ran on another, every connection failed)."""
+    cluster = LocalCluster(tmp_path / "state", settings.pg_bin_dir(), port=free_port(),
+                           archive=False)
+    try:
+        cluster.start()
+        port = cluster.port
+        real_run = LocalCluster._run
+
+        def status_says_stopped(self, args, check=True):
+            if args[1] == "status":
+                return subprocess.CompletedProcess(args, 3, "", "")
+            return real_run(self, args, check)
+
+        monkeypatch.setattr(LocalCluster, "_run", status_says_stopped)
+        assert cluster.is_running()
+        cluster.start()
+        assert cluster.port == port
+        with psycopg.connect(cluster.url("postgres")) as conn:
+            assert conn.execute("SELECT current_setting('port')").fetchone() == (str(port),)
+        monkeypatch.undo()
+        cluster.stop()
+        assert not cluster.is_running()
+        # a stale pid file naming a live process that is not postgres does not count
+        (cluster.data_dir / "postmaster.pid").write_text(f"{os.getpid()}\n")
+        assert not cluster.is_running()
+        (cluster.data_dir / "postmaster.pid").unlink()
+    finally:
+        cluster.remove()

@@ -12,7 +12,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from sr_platform.core import db, health, loader, settings
+from sr_platform.core import db, health, loader, settings, sla
 from sr_platform.core.generate import write_event_files
 from sr_platform.definitions import defs
 from sr_platform.operations.assets import (
@@ -24,7 +24,7 @@ from sr_platform.operations.assets import (
     retention_pruning,
     sla_benchmark,
 )
-from sr_platform.operations.resources import BackupStore
+from sr_platform.operations.resources import BackupStore, OperationsThresholds
 from sr_platform.operations.sensors import run_failure_alert
 from sr_platform.resources import PostgresResource
 
@@ -41,10 +41,17 @@ def loaded(server_url, make_db, tmp_path):
 @pytest.fixture
 def resources(loaded, tmp_path):
     return {"postgres": PostgresResource(database_url=loaded),
-            "backups": BackupStore(path=str(tmp_path / "backups"))}
+            "backups": BackupStore(path=str(tmp_path / "backups")),
+            "thresholds": OperationsThresholds.from_env()}
 
 
-def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+def _read_thresholds(resources: dict) -> dict:
+    """The resources with the thresholds read from the environment again, as a code
+    location reads them when it loads."""
+    return resources | {"thresholds": OperationsThresholds.from_env()}
+
+
+def _check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
@@ -71,7 +78,7 @@ def test_retention_job_dry_run_then_prune(loaded, resources):
 def test_backup_asset_is_proven_by_a_restore(resources, tmp_path):
     result = dg.materialize([database_backup], resources=resources)
     assert result.success
-    checks = _checks(result)
+    checks = _check_evaluations(result)
     assert checks["backup_restores"].passed
     meta = result.asset_materializations_for_node("database_backup")[0].metadata
     manifest = json.loads((tmp_path / "backups" / meta["backup_id"].value / "manifest.json")
@@ -80,7 +87,7 @@ def test_backup_asset_is_proven_by_a_restore(resources, tmp_path):
     assert (tmp_path / "backups" / "base" / meta["base_backup_id"].value / "base.tar.gz").exists()
 
 
-def test_health_asset_reports_numbers_and_checks(resources, monkeypatch):
+def test_health_asset_reports_numbers_and_check_evaluations(resources, monkeypatch):
     result = dg.materialize([database_health], resources=resources)
     assert result.success
     meta = result.asset_materializations_for_node("database_health")[0].metadata
@@ -92,7 +99,7 @@ def test_health_asset_reports_numbers_and_checks(resources, monkeypatch):
     # sizes also readable beside the numbers that plot
     assert re.fullmatch(r"\d+\.\d\d (kB|MB|GB)", meta["database_size"].value)
     assert meta["database_size"].value == health.readable_bytes(meta["database_bytes"].value)
-    checks = _checks(result)
+    checks = _check_evaluations(result)
     assert set(checks) == set(HEALTH_CHECKS)
     # no backup in this (fresh) backup directory: the backup check fails with ERROR
     assert not checks["backup_is_recent"].passed
@@ -102,38 +109,47 @@ def test_health_asset_reports_numbers_and_checks(resources, monkeypatch):
     assert "wal_archive_space" in checks  # the local WAL archive's size and free space
     if settings.external_database_url() is None:
         assert isinstance(meta["wal_archive_bytes"].value, int)
-        assert checks["wal_archive_space"].metadata["wal_archive_bytes"].value >= 0
-    # thresholds come from settings: free disk below 101 % (always) warns, below 0 % (never)
-    # errs; the WAL archive's filesystem below 101 % free (always) is an error
+        # the check reads the same measurement the asset reports
+        assert checks["wal_archive_space"].metadata["wal_archive_bytes"].value == \
+            meta["wal_archive_bytes"].value
+    # thresholds come from the environment, read into the thresholds resource: free disk
+    # below 101 % (always) warns, below 0 % (never) errs; the WAL archive's filesystem below
+    # 101 % free (always) is an error
     monkeypatch.setenv("SR_PLATFORM_HEALTH_FREE_DISK_PCT_WARN", "101")
     monkeypatch.setenv("SR_PLATFORM_HEALTH_FREE_DISK_PCT_ERROR", "0")
     monkeypatch.setenv("SR_PLATFORM_HEALTH_WAL_ARCHIVE_FREE_PCT_ERROR", "101")
-    result = dg.materialize([database_health], resources=resources)
-    free = _checks(result)["free_disk"]
+    result = dg.materialize([database_health], resources=_read_thresholds(resources))
+    free = _check_evaluations(result)["free_disk"]
     assert (free.passed, free.severity) == (False, dg.AssetCheckSeverity.WARN)
     if settings.external_database_url() is None:  # no filesystem is 101 % free: ERROR
-        space = _checks(result)["wal_archive_space"]
+        space = _check_evaluations(result)["wal_archive_space"]
         assert (space.passed, space.severity) == (False, dg.AssetCheckSeverity.ERROR)
 
 
-def test_sla_checks_fail_when_a_target_is_impossible(resources, loaded, monkeypatch):
+def test_sla_checks_fail_when_a_target_is_impossible(resources, loaded, monkeypatch, tmp_path):
     # targets no machine misses, however busy (the story's are measured by bench/, not here)
     for name, value in (("INSERT_P99_MS", "60000"), ("BULK_ROWS_PER_S", "1"),
                         ("LATEST_P95_MS", "60000"), ("RANGE_P95_MS", "60000")):
         monkeypatch.setenv(f"SR_PLATFORM_SLA_{name}", value)
-    result = dg.materialize([sla_benchmark], resources=resources)
+    result = dg.materialize([sla_benchmark], resources=_read_thresholds(resources))
     assert result.success
-    assert all(c.passed for c in _checks(result).values())
-    assert set(_checks(result)) == set(SLA_CHECKS)
+    assert all(c.passed for c in _check_evaluations(result).values())
+    assert set(_check_evaluations(result)) == set(SLA_CHECKS)
     with dg.instance_for_test() as instance:  # the writes and the probe's leaves rolled back
         assert _sla_probe_traces(loaded, instance) == {"tables": [], "partitions": 0,
                                                        "registry": 0, "dagster": []}
     monkeypatch.setenv("SR_PLATFORM_SLA_INSERT_P99_MS", "0.000001")
-    result = dg.materialize([sla_benchmark], resources=resources, raise_on_error=False)
-    checks = _checks(result)
-    assert not checks["single_insert_under_target"].passed
-    assert checks["single_insert_under_target"].severity == dg.AssetCheckSeverity.ERROR
-    assert not result.success  # blocking: the run fails, so the failure alert fires
+    monkeypatch.setenv("SR_PLATFORM_ALERT_LOG", str(tmp_path / "alerts.log"))
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([sla_benchmark], resources=_read_thresholds(resources),
+                                raise_on_error=False, instance=instance)
+        checks = _check_evaluations(result)
+        assert not checks["single_insert_under_target"].passed
+        assert checks["single_insert_under_target"].severity == dg.AssetCheckSeverity.ERROR
+        assert not result.success  # blocking: the run fails
+        # one alert, not two: check_failure_alert pages the check; the run's alert stays quiet
+        run_failure_alert(_failure_context(instance, result.run_id))
+        assert not (tmp_path / "alerts.log").exists()
 
 
 def _sla_probe_traces(url: str, instance: dg.DagsterInstance) -> dict:
@@ -163,9 +179,10 @@ def test_sla_with_no_events_warns_not_measured_and_leaves_no_probe(server_url, m
             conn.execute("SELECT ensure_partition('SLA_PROBE', 'H1')")
         instance.add_dynamic_partitions("instruments", ["SLA_PROBE"])
         assert _sla_probe_traces(url, instance)["tables"]
-        result = dg.materialize([sla_benchmark], resources=resources, instance=instance)
+        result = dg.materialize([sla_benchmark], resources=_read_thresholds(resources),
+                                instance=instance)
         assert result.success  # WARN blocks nothing
-        checks = _checks(result)
+        checks = _check_evaluations(result)
         for name in ("latest_by_instrument_under_target", "range_query_under_target"):
             assert (checks[name].passed, checks[name].severity, checks[name].description) == (
                 False, dg.AssetCheckSeverity.WARN, "not measured: no events in any pair yet")
@@ -226,6 +243,15 @@ class _Hook(BaseHTTPRequestHandler):
         pass
 
 
+def _failure_context(instance: dg.DagsterInstance, run_id: str) -> dg.RunFailureSensorContext:
+    failure = next(e for e in instance.all_logs(run_id)
+                   if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
+    return dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alert", dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(run_id), dagster_event=failure.dagster_event,
+    ).for_run_failure()
+
+
 def test_run_failure_alert_reaches_a_webhook_and_the_log(tmp_path, monkeypatch):
     server = HTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -245,15 +271,7 @@ def test_run_failure_alert_reaches_a_webhook_and_the_log(tmp_path, monkeypatch):
         with dg.instance_for_test() as instance:
             result = failing.execute_in_process(instance=instance, raise_on_error=False)
             assert not result.success
-            run = instance.get_run_by_id(result.run_id)
-            failure = next(e for e in instance.all_logs(result.run_id)
-                           if e.dagster_event and e.dagster_event.event_type_value
-                           == "PIPELINE_FAILURE")
-            ctx = dg.build_run_status_sensor_context(
-                sensor_name="run_failure_alert", dagster_instance=instance,
-                dagster_run=run, dagster_event=failure.dagster_event,
-            ).for_run_failure()
-            run_failure_alert(ctx)
+            run_failure_alert(_failure_context(instance, result.run_id))
     finally:
         server.shutdown()
     assert len(_Hook.received) == 1
@@ -275,3 +293,17 @@ def test_the_code_location_loads_as_dagster_loads_it(tmp_path):
                          env=dict(os.environ, DAGSTER_HOME=str(tmp_path)))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Validation successful for code location" in out.stdout + out.stderr
+
+
+def test_thresholds_resource_reads_the_environment_once(monkeypatch):
+    """SR_PLATFORM_HEALTH_* / SR_PLATFORM_SLA_* are read when the resource is built (the code
+    location's load), not when a run uses it; its config holds every field of the core
+    settings it stands for."""
+    monkeypatch.setenv("SR_PLATFORM_HEALTH_FREE_DISK_PCT_WARN", "30")
+    monkeypatch.setenv("SR_PLATFORM_SLA_RANGE_P95_MS", "250")
+    built = OperationsThresholds.from_env()
+    monkeypatch.setenv("SR_PLATFORM_HEALTH_FREE_DISK_PCT_WARN", "40")
+    assert built.health_thresholds() == health.Thresholds(free_disk_pct=(30.0, 10.0))
+    assert built.sla_targets() == sla.Targets(range_p95_ms=250.0)
+    assert built.health.free_disk_pct == [30.0, 10.0]  # as the UI shows it
+    assert OperationsThresholds.from_env().health_thresholds().free_disk_pct == (40.0, 10.0)

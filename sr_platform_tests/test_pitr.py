@@ -11,17 +11,13 @@ from sr_platform.cli import main
 from sr_platform.core import db, pitr, settings
 
 from .conftest import insert_event
+from .helpers import count_rows
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(settings.external_database_url() is not None,
                        reason="PITR needs the local cluster"),
 ]
-
-
-def _count(url: str) -> int:
-    with psycopg.connect(db.libpq_url(url)) as conn:
-        return conn.execute("SELECT count(*) FROM new_resistance_events").fetchone()[0]
 
 
 def test_recover_brings_back_rows_deleted_after_a_chosen_second(server_url, make_db, tmp_path):
@@ -43,15 +39,15 @@ def test_recover_brings_back_rows_deleted_after_a_chosen_second(server_url, make
     time.sleep(1.1)
     with db.connect(url, role=db.WRITER_ROLE) as conn:
         assert conn.execute("DELETE FROM new_resistance_events").rowcount == 5
-    assert _count(url) == 0
+    assert count_rows(url, "new_resistance_events") == 0
 
     recovered_url, cluster = pitr.recover(keep, tmp_path / "recovered",
                                           root=tmp_path / "backups")
     try:
         dbname = url.split("/")[-1].split("?")[0]
-        assert _count(db.with_database(recovered_url, dbname)) == 5
+        assert count_rows(db.with_database(recovered_url, dbname), "new_resistance_events") == 5
         assert cluster.port != db.local_cluster().port
-        assert _count(url) == 0  # the live cluster is untouched
+        assert count_rows(url, "new_resistance_events") == 0  # the live cluster is untouched
         with pytest.raises(pitr.RecoveryError, match="not empty"):
             pitr.recover(keep, tmp_path / "recovered", root=tmp_path / "backups")
     finally:

@@ -22,6 +22,7 @@ from sr_platform.core.generate import write_event_files
 from sr_platform.run_launcher import process_started_at
 
 from .dagster_dev import dagster_dev, graphql, run_messages, wait_for_run
+from .helpers import count_rows
 
 LOCATION = "sr_platform"  # workspace.yaml's location name
 PAIR = ("EUR_USD", "H1")
@@ -55,11 +56,6 @@ def _wait(what: str, fn, timeout: float = 240):
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.5)
     return value
-
-
-def _count(url: str, table: str) -> int:
-    with psycopg.connect(db.libpq_url(url)) as conn:
-        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
 
 def _one_pair_file(directory: Path) -> int:
@@ -143,7 +139,7 @@ def _retried_once(port: int, first: dict) -> dict:
 
 def _loaded_exactly_once(app: str, n: int) -> None:
     for table in ("new_resistance_events", "support_and_resistance_master", "event_features"):
-        assert _count(app, table) == n, table
+        assert count_rows(app, table) == n, table
     # one committed load (of the whole file: the sensor's run): the killed one left nothing
     with psycopg.connect(db.libpq_url(app)) as conn:
         assert conn.execute("SELECT instrument, granularity, rows_read, rows_loaded, "

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sr_platform.core import event_files, validate
+from sr_platform.core import event_files, validate, validate_fast
 from sr_platform.core.event_files import EventFile, EventFileError, RawEvents
 
 HEADER = ("original_event_id,event_type,event_creation_date,granularity,instrument,"
@@ -64,7 +64,7 @@ def as_lists(v: validate.Validated):
 def test_fast_validation_equals_the_exact_path(tmp_path, assume_tz):
     path = tmp_path / "mixed.csv"
     path.write_text(csv_text(), encoding="utf-8")
-    f, _ = event_files.scan(path)
+    f, _ = event_files.scan_event_file(path)
     (raw,) = f.chunks(1_000)
     fast = validate.validate(raw, assume_tz)
     assert as_lists(fast) == as_lists(exact(raw, assume_tz))
@@ -100,7 +100,7 @@ def test_fast_validation_equals_the_exact_path(tmp_path, assume_tz):
 def test_derived_ids_match_uuid5_on_a_generated_chunk(tmp_path):
     from sr_platform.core.generate import write_event_files
     path = write_event_files(tmp_path, years=0.05, instruments=1)[0]
-    f, _ = event_files.scan(path)
+    f, _ = event_files.scan_event_file(path)
     (raw,) = f.chunks(100_000)
     good = validate.validate(raw).good
     assert len(good) == len(raw.frame) > 20
@@ -157,15 +157,15 @@ def test_a_lone_cr_or_latin1_byte_still_refuses_the_file(tmp_path, junk):
     path = tmp_path / "junk.csv"
     path.write_bytes(data[:400] + junk + data[400:])
     with pytest.raises(EventFileError) as exc:
-        event_files.scan(path)
+        event_files.scan_event_file(path)
     assert str(exc.value).startswith(f"{path}: not an event file: not UTF-8 CSV text (")
 
 
 def test_parquet_typed_columns_take_the_exact_path(tmp_path):
     from sr_platform.core.generate import write_event_files
     path = write_event_files(tmp_path, years=0.05, instruments=1, fmt="parquet")[0]
-    f, _ = event_files.scan(path)
+    f, _ = event_files.scan_event_file(path)
     (raw,) = f.chunks(100_000)
-    assert validate._fast(raw.frame) is None
+    assert validate_fast.fast_validate(raw.frame) is None
     assert as_lists(validate.validate(raw)) == as_lists(exact(raw))
     assert isinstance(raw.frame, pd.DataFrame)

@@ -4,9 +4,10 @@ chunks with their line numbers, in bounded memory whatever the file's size.
 Everything is read as text (CSV) or as stored (Parquet) and nothing is coerced here, so the
 validator sees exactly what the file said and can quote it back in the quarantine.
 
-`scan()` is the first, cheap pass: it hashes the file as stored, refuses a file that is not
-UTF-8 CSV text or readable Parquet, and collects the (instrument, granularity) pairs from those
-two columns only. `EventFile.chunks()` is the second pass, CHUNK_ROWS records at a time.
+`scan_event_file()` is the first, cheap pass: it hashes the file as stored, refuses a file
+that is not UTF-8 CSV text or readable Parquet, and collects the (instrument, granularity)
+pairs from those two columns only. `EventFile.chunks()` is the second pass, CHUNK_ROWS records
+at a time.
 """
 
 import codecs
@@ -40,7 +41,7 @@ OPTIONAL = ("original_event_id", "event_type", "volume_at_event", "day_of_week",
 IGNORED = ("created_at", "updated_at")  # database-managed: accepted in exports, never loaded
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 PARQUET_SUFFIXES = (".parquet", ".pq")
-CHUNK_ROWS = 100_000  # default records per chunk (the loader passes its own)
+CHUNK_ROWS = 50_000  # records read, validated and written at a time (tests make it small)
 KEY_COLUMNS = ["instrument", "granularity"]
 READ_BYTES = 1 << 22  # bytes read at a time when cutting a file into blocks of lines
 ARROW_THREADS = False  # pyarrow's CSV parser on one core: the other one runs PostgreSQL
@@ -67,7 +68,7 @@ class RawEvents:
 
 
 @dataclass
-class Scan:
+class FileScan:
     sha256: str  # of the file as stored (compressed, for .csv.gz)
     pairs: set[Pair]  # well-formed (instrument, granularity) pairs with at least one row
     ignored_columns: list[str]
@@ -103,7 +104,7 @@ def _check_header(path: Path, columns: list[str]) -> list[str]:
     return [c for c in columns if c not in REQUIRED + OPTIONAL + IGNORED]
 
 
-class _Tap(io.RawIOBase):
+class _ObservedReader(io.RawIOBase):
     """A readable stream that shows every block read through it to `see` (hashing, UTF-8
     checking) on its way to the reader."""
 
@@ -212,7 +213,7 @@ class EventFile:
         except OSError as exc:  # permission denied, a file that vanished, I/O errors
             raise EventFileError(path, exc.strerror or str(exc), "cannot read") from None
         self.ignored_columns = _check_header(path, self.columns)
-        self.sha256 = ""  # set by scan()
+        self.sha256 = ""  # set by scan_event_file()
 
     # -- opening --------------------------------------------------------------------------
 
@@ -220,11 +221,11 @@ class EventFile:
         """The file's text bytes (decompressed for .csv.gz), with the optional taps."""
         fh: BinaryIO = stack.enter_context(open(self.path, "rb"))
         if see_raw:
-            fh = stack.enter_context(io.BufferedReader(_Tap(fh, see_raw), 1 << 20))
+            fh = stack.enter_context(io.BufferedReader(_ObservedReader(fh, see_raw), 1 << 20))
         if event_suffix(self.path) == ".csv.gz":
             fh = stack.enter_context(gzip.GzipFile(fileobj=fh, mode="rb"))
         if see_text:
-            fh = stack.enter_context(io.BufferedReader(_Tap(fh, see_text), 1 << 20))
+            fh = stack.enter_context(io.BufferedReader(_ObservedReader(fh, see_text), 1 << 20))
         return fh
 
     def _csv_header(self) -> list[str]:
@@ -304,8 +305,8 @@ class EventFile:
     def _csv_chunks(self, rows: int, keep: list[str], see_raw, see_text
                     ) -> Iterator[RawEvents]:
         """Blocks of `rows` physical lines go through pyarrow's CSV parser when the block is
-        plain text (_arrow_block), else through pandas' C parser when the block proves safe
-        (_fast_block); from the first block with a quote on, the csv module reads the rest
+        plain text (_pyarrow_block), else through pandas' C parser when the block proves safe
+        (_pandas_block); from the first block with a quote on, the csv module reads the rest
         record by record (a quoted field may run across block boundaries)."""
         with ExitStack() as stack:
             fh = self._open(stack, see_raw, see_text)
@@ -314,17 +315,17 @@ class EventFile:
             lineno = 2  # physical line number of the next line
             for data, count in blocks:
                 if b'"' in data:
-                    yield from self._exact(chain(io.BytesIO(data), blocks.rest()), lineno,
-                                           rows, keep)
+                    yield from self._csv_module_records(
+                        chain(io.BytesIO(data), blocks.rest()), lineno, rows, keep)
                     break
-                frame = self._arrow_block(data, lineno, keep)
+                frame = self._pyarrow_block(data, lineno, keep)
                 if frame is None:
                     block = io.BytesIO(data).readlines()
-                    frame = self._fast_block(data, block, lineno, keep)
+                    frame = self._pandas_block(data, block, lineno, keep)
                 if frame is not None:
                     yield self._raw(frame, [])
                 else:
-                    yield from self._exact(iter(block), lineno, rows, keep)
+                    yield from self._csv_module_records(iter(block), lineno, rows, keep)
                 lineno += count
             if see_raw or see_text:  # pass every byte through the taps
                 for _ in iter(lambda: fh.read(1 << 20), b""):
@@ -340,7 +341,7 @@ class EventFile:
                 column_types=dict.fromkeys(self.columns, pa.string()), include_columns=columns,
                 strings_can_be_null=False, check_utf8=True))
 
-    def _arrow_block(self, data: bytes, lineno: int, keep: list[str]) -> pd.DataFrame | None:
+    def _pyarrow_block(self, data: bytes, lineno: int, keep: list[str]) -> pd.DataFrame | None:
         """pyarrow's parser on a plain block (_plain_block) whose every non-blank line is one
         record of the header's field count, else None."""
         if not _plain_block(data):
@@ -357,11 +358,12 @@ class EventFile:
         frame["_line"] = records + lineno
         return frame
 
-    def _fast_block(self, data: bytes, block: list[bytes], lineno: int, keep: list[str]
+    def _pandas_block(self, data: bytes, block: list[bytes], lineno: int, keep: list[str]
                     ) -> pd.DataFrame | None:
         """pandas' C parser, when the block's shape proves it safe: every non-blank physical
         line one record with exactly the header's field count. Ragged or short lines and
-        comma-only lines fail that proof (by counting) and go to the exact reader."""
+        comma-only lines fail that proof (by counting) and go to the csv module
+        (_csv_module_records)."""
         n = len(self.columns)
         if b"\x00" in data:  # the C parser's handling of NUL is its own: the csv module's is exact
             return None
@@ -378,7 +380,7 @@ class EventFile:
         frame["_line"] = records
         return frame
 
-    def _exact(self, lines: Iterator[bytes], lineno: int, rows: int, keep: list[str]
+    def _csv_module_records(self, lines: Iterator[bytes], lineno: int, rows: int, keep: list[str]
                ) -> Iterator[RawEvents]:
         """The csv module, record by record: each record keeps the physical line it starts on;
         a record with the wrong number of fields is set aside as malformed; blank lines are
@@ -418,7 +420,7 @@ def _add_pairs(pairs: set[Pair], keys) -> None:
             pairs.add((i, g))
 
 
-def scan(path: Path) -> tuple[EventFile, Scan]:
+def scan_event_file(path: Path) -> tuple[EventFile, FileScan]:
     """The first pass: check the header, hash the file as stored, refuse non-UTF-8 text, and
     collect the well-formed (instrument, granularity) pairs from those two columns only.
     Raises EventFileError when the file is not an event file."""
@@ -435,4 +437,4 @@ def scan(path: Path) -> tuple[EventFile, Scan]:
             raise EventFileError(f.path, f"not UTF-8 CSV text ({exc.__class__.__name__})"
                                  ) from None
     f.sha256 = digest.hexdigest()
-    return f, Scan(f.sha256, pairs, f.ignored_columns)
+    return f, FileScan(f.sha256, pairs, f.ignored_columns)

@@ -19,19 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-EVENT_COLUMNS: list[str] = [
-    "event_type",
-    "event_creation_date",
-    "granularity",
-    "instrument",
-    "event_price_level",
-    "atr_at_event",
-    "volume_at_event",
-    "new_resistance_negative_rebound",
-    "new_resistance_negative_rebound_in_atr",
-    "day_of_week",
-    "hour_of_day",
-]
+from . import keys
+
+# an event file's columns: every event column but the id (the loader derives it)
+EVENT_COLUMNS: list[str] = [c for c in keys.EVENT_COLUMNS if c != "original_event_id"]
 
 EVENT_TYPE = "new_resistance"
 DEFAULT_END = datetime(2026, 11, 20, tzinfo=UTC)
@@ -143,13 +134,11 @@ def _atr(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
     return pd.Series(seeded).ewm(alpha=1.0 / ATR_PERIOD, adjust=False).mean().to_numpy()[1:]
 
 
-def _instrument_events(inst: Instrument, index: int, seed: int, grid: pd.DatetimeIndex,
-                       groups: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
-                       event_rate: float) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng([seed, index])
+def _h1_bars(inst: Instrument, rng: np.random.Generator, grid: pd.DatetimeIndex
+             ) -> dict[str, np.ndarray]:
+    """The instrument's H1 bars (close, high, low, volume) over `grid`."""
     n = len(grid)
     hours = np.asarray(grid.hour)
-
     # Log-price path at hour boundaries (n + 1 points): weekly vol regimes x intraday profile.
     week = (grid.asi8 - grid.asi8[0]) // (7 * 24 * 3600 * 10**9)
     regime = np.exp(rng.normal(0.0, 0.25, int(week[-1]) + 1))[week]
@@ -162,7 +151,7 @@ def _instrument_events(inst: Instrument, index: int, seed: int, grid: pd.Datetim
     log_high = np.maximum(log_open, log_close) + wick * np.abs(rng.standard_normal(n))
     log_low = np.minimum(log_open, log_close) - wick * np.abs(rng.standard_normal(n))
     level = inst.level
-    h1 = {
+    return {
         "close": level * np.exp(log_close),
         "high": level * np.exp(log_high), "low": level * np.exp(log_low),
         # Tick volume follows activity and how far price travelled within the hour.
@@ -170,6 +159,40 @@ def _instrument_events(inst: Instrument, index: int, seed: int, grid: pd.Datetim
         * rng.lognormal(0.0, 0.35, n) * (0.5 + (log_high - log_low) / (3 * sigma)),
     }
 
+
+def _aggregated(h1: dict[str, np.ndarray], kept: np.ndarray, first: np.ndarray
+                ) -> dict[str, np.ndarray]:
+    """Bars of a coarser granularity from the H1 bars: the `kept` hours, grouped from each
+    `first` index."""
+    sub = {k: v[kept] for k, v in h1.items()}
+    last = np.concatenate([first[1:], [len(kept)]]) - 1
+    return {
+        "close": sub["close"][last],
+        "high": np.maximum.reduceat(sub["high"], first),
+        "low": np.minimum.reduceat(sub["low"], first),
+        "volume": np.add.reduceat(sub["volume"], first),
+    }
+
+
+def _chosen_bars(bar: dict[str, np.ndarray], atr: np.ndarray, rng: np.random.Generator,
+                 event_rate: float) -> np.ndarray:
+    """Event choice: rank bars by how far their high clears the previous HIGH_LOOKBACK highs
+    (in ATRs, with a bonus for clearing them at all) plus noise, and keep the top
+    Binomial(nb, event_rate): new highs first, then near-highs; at rate 1 every bar."""
+    nb = len(atr)
+    prev_max = (pd.Series(bar["high"]).rolling(HIGH_LOOKBACK, min_periods=1).max()
+                .shift(1).to_numpy())
+    margin = np.nan_to_num((bar["high"] - prev_max) / atr, nan=0.0)
+    score = margin + (margin > 0) + rng.gumbel(0.0, 0.25, nb)
+    n_events = rng.binomial(nb, event_rate) if nb else 0
+    return np.sort(np.argsort(-score, kind="stable")[:n_events])
+
+
+def _instrument_events(inst: Instrument, index: int, seed: int, grid: pd.DatetimeIndex,
+                       groups: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+                       event_rate: float) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng([seed, index])
+    h1 = _h1_bars(inst, rng, grid)
     out: dict[str, list[np.ndarray]] = {k: [] for k in
                                         ("ts", "gran", "price", "atr", "volume")}
     for g_code, gran in enumerate(GRANULARITIES):
@@ -179,27 +202,9 @@ def _instrument_events(inst: Instrument, index: int, seed: int, grid: pd.Datetim
             kept, first, bar_ts = groups[gran]
             if len(first) == 0:  # span shorter than one bar of this granularity
                 continue
-            sub = {k: v[kept] for k, v in h1.items()}
-            last = np.concatenate([first[1:], [len(kept)]]) - 1
-            bar = {
-                "close": sub["close"][last],
-                "high": np.maximum.reduceat(sub["high"], first),
-                "low": np.minimum.reduceat(sub["low"], first),
-                "volume": np.add.reduceat(sub["volume"], first),
-            }
+            bar = _aggregated(h1, kept, first)
         atr = _atr(bar["high"], bar["low"], bar["close"])
-        nb = len(bar_ts)
-
-        # Event choice: rank bars by how far their high clears the previous HIGH_LOOKBACK highs
-        # (in ATRs, with a bonus for clearing them at all) plus noise, and keep the top
-        # Binomial(nb, event_rate): new highs first, then near-highs; at rate 1 every bar.
-        prev_max = (pd.Series(bar["high"]).rolling(HIGH_LOOKBACK, min_periods=1).max()
-                    .shift(1).to_numpy())
-        margin = np.nan_to_num((bar["high"] - prev_max) / atr, nan=0.0)
-        score = margin + (margin > 0) + rng.gumbel(0.0, 0.25, nb)
-        n_events = rng.binomial(nb, event_rate) if nb else 0
-        chosen = np.sort(np.argsort(-score, kind="stable")[:n_events])
-
+        chosen = _chosen_bars(bar, atr, rng, event_rate)
         out["ts"].append(bar_ts[chosen])
         out["gran"].append(np.full(len(chosen), g_code, dtype=np.int8))
         out["price"].append(bar["high"][chosen])

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 from sqlalchemy.engine import make_url
 
 from . import backup, db, retention, settings
 from .catalog import catch_all_rows
+from .keys import PARTITIONED_TABLES
 
-TABLES = (retention.EVENTS, retention.LEVELS, retention.FEATURES, "rejected_events",
-          "load_log")
+TABLES = (*PARTITIONED_TABLES, "rejected_events", "load_log")
 
 
 @dataclass(frozen=True)
@@ -145,113 +146,159 @@ def collect(url: str | None = None, backup_root: Path | None = None,
     with db.connect(url, role=db.READER_ROLE, autocommit=True) as conn:
         m["database_bytes"] = conn.execute(
             "SELECT pg_database_size(current_database())").fetchone()[0]
-        leaves = conn.execute(
-            """SELECT p.table_name, p.partition_name, p.total_bytes,
-                      coalesce(s.n_live_tup, 0), coalesce(s.n_dead_tup, 0),
-                      s.last_autovacuum, s.last_autoanalyze,
-                      coalesce(s.n_tup_ins + s.n_tup_upd + s.n_tup_del, 0)
-               FROM list_partitions() p
-               LEFT JOIN pg_stat_user_tables s
-                      ON s.relid = ('public.' || p.partition_name)::regclass
-               ORDER BY 1, 2""").fetchall()
-        partitions = [dict(zip(("table", "partition", "bytes", "live_rows", "dead_rows",
-                                "last_autovacuum", "last_autoanalyze", "writes"), r,
-                               strict=True)) for r in leaves]
-        for t in TABLES:
-            part = [p for p in partitions if p["table"] == t]
-            if part:
-                m[f"{t}_bytes"] = sum(p["bytes"] for p in part)
-                m[f"{t}_rows"] = sum(p["live_rows"] for p in part)
-            else:
-                m[f"{t}_bytes"], m[f"{t}_rows"] = conn.execute(
-                    "SELECT pg_total_relation_size(%s::regclass), coalesce((SELECT n_live_tup "
-                    "FROM pg_stat_user_tables WHERE relid = %s::regclass), 0)",
-                    (t, t)).fetchone()
-        m["dead_rows"] = sum(p["dead_rows"] for p in partitions)
-        ratios = [(p["dead_rows"] / (p["live_rows"] + p["dead_rows"]), p["partition"])
-                  for p in partitions
-                  if p["live_rows"] + p["dead_rows"] >= th.min_rows_for_dead_ratio]
-        worst = max(ratios, default=(0.0, None))
-        m["max_dead_tuple_ratio"] = round(worst[0], 4)
-        busiest = max(partitions, key=lambda p: p["writes"], default=None)
-        for key in ("last_autovacuum", "last_autoanalyze"):
-            when = busiest and busiest[key]
-            m[f"seconds_since_{key}_of_busiest_leaf"] = \
-                round((now - when).total_seconds()) if when else None
-        hit, read = conn.execute(
-            "SELECT blks_hit, blks_read FROM pg_stat_database "
-            "WHERE datname = current_database()").fetchone()
-        m["cache_hit_ratio"] = round(hit / (hit + read), 4) if hit + read else 1.0
-        m["connections"] = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
-        ).fetchone()[0]
-        m["longest_query_seconds"] = round(conn.execute(
-            "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - query_start)), 0) "
-            "FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid() "
-            "AND backend_type = 'client backend'").fetchone()[0], 3)
-        archived, failed, last_archived, last_failed = conn.execute(
-            "SELECT archived_count, failed_count, last_archived_time, last_failed_time "
-            "FROM pg_stat_archiver").fetchone()
-        archive_mode = conn.execute("SHOW archive_mode").fetchone()[0]
-        m["wal_archived"] = archived
-        m["wal_archive_failures"] = failed
-        m["wal_archive_lag_seconds"] = round((now - last_archived).total_seconds()) \
-            if last_archived else None
-        m["wal_archive_failing"] = int(bool(last_failed and (not last_archived
-                                                             or last_failed > last_archived)))
+        partitions = _partitions(conn)
+        m |= _table_sizes(conn, partitions)
+        m |= _vacuum_metrics(partitions, th, now)
+        m |= _activity_metrics(conn)
+        archive_mode = _archiver_metrics(conn, m, now)
         defaults, guard_rows = catch_all_rows(conn)
         m["catch_all_rows"] = guard_rows
         m["default_partitions"] = defaults
-        top: list[dict] = []
-        if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"
-                        ).fetchone():
-            top = [dict(zip(("query", "calls", "total_ms", "mean_ms", "rows"), r, strict=True))
-                   for r in conn.execute(
-                       "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 120), calls, "
-                       "round(total_exec_time::numeric, 1), round(mean_exec_time::numeric, 3), "
-                       "rows FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database "
-                       "WHERE datname = current_database()) ORDER BY total_exec_time DESC "
-                       "LIMIT 10")]
-        else:
-            notes.append("pg_stat_statements is not installed in this database (an "
-                         "administrator can CREATE EXTENSION pg_stat_statements); no top "
-                         "statements")
+        top = _top_statements(conn, notes)
     oldest = retention.oldest_rows(url)
     newest = backup.newest_verified(backup_root)
     m["newest_backup_age_hours"] = round(backup.age(newest, now).total_seconds() / 3600, 2) \
         if newest else None
+    unmeasured: dict[str, str] = {}
+    m |= _disk_metrics(url, data_dir, unmeasured, notes)
+    m |= _wal_archive_metrics(wal_archive or local_wal_archive(url), unmeasured, notes)
+    h = Health(now, m, oldest, top, partitions, notes, unmeasured=unmeasured)
+    h.checks = _health_checks(h, th, policy, archive_mode)
+    return h
+
+
+def _partitions(conn: psycopg.Connection) -> list[dict]:
+    """Every leaf partition: its table, name, bytes, live and dead rows, last autovacuum and
+    autoanalyze, and writes."""
+    leaves = conn.execute(
+        """SELECT p.table_name, p.partition_name, p.total_bytes,
+                  coalesce(s.n_live_tup, 0), coalesce(s.n_dead_tup, 0),
+                  s.last_autovacuum, s.last_autoanalyze,
+                  coalesce(s.n_tup_ins + s.n_tup_upd + s.n_tup_del, 0)
+           FROM list_partitions() p
+           LEFT JOIN pg_stat_user_tables s
+                  ON s.relid = ('public.' || p.partition_name)::regclass
+           ORDER BY 1, 2""").fetchall()
+    return [dict(zip(("table", "partition", "bytes", "live_rows", "dead_rows",
+                      "last_autovacuum", "last_autoanalyze", "writes"), r,
+                     strict=True)) for r in leaves]
+
+
+def _table_sizes(conn: psycopg.Connection, partitions: list[dict]) -> dict:
+    """<table>_bytes and <table>_rows: summed over its leaves, or the table's own."""
+    m: dict = {}
+    for t in TABLES:
+        part = [p for p in partitions if p["table"] == t]
+        if part:
+            m[f"{t}_bytes"] = sum(p["bytes"] for p in part)
+            m[f"{t}_rows"] = sum(p["live_rows"] for p in part)
+        else:
+            m[f"{t}_bytes"], m[f"{t}_rows"] = conn.execute(
+                "SELECT pg_total_relation_size(%s::regclass), coalesce((SELECT n_live_tup "
+                "FROM pg_stat_user_tables WHERE relid = %s::regclass), 0)",
+                (t, t)).fetchone()
+    return m
+
+
+def _vacuum_metrics(partitions: list[dict], th: Thresholds, now: datetime) -> dict:
+    """Dead rows, the worst dead-tuple ratio, and how long since the busiest leaf was
+    autovacuumed and autoanalyzed."""
+    m: dict = {"dead_rows": sum(p["dead_rows"] for p in partitions)}
+    ratios = [(p["dead_rows"] / (p["live_rows"] + p["dead_rows"]), p["partition"])
+              for p in partitions
+              if p["live_rows"] + p["dead_rows"] >= th.min_rows_for_dead_ratio]
+    worst = max(ratios, default=(0.0, None))
+    m["max_dead_tuple_ratio"] = round(worst[0], 4)
+    busiest = max(partitions, key=lambda p: p["writes"], default=None)
+    for key in ("last_autovacuum", "last_autoanalyze"):
+        when = busiest and busiest[key]
+        m[f"seconds_since_{key}_of_busiest_leaf"] = \
+            round((now - when).total_seconds()) if when else None
+    return m
+
+
+def _activity_metrics(conn: psycopg.Connection) -> dict:
+    """The cache hit ratio, client connections and the longest running query."""
+    hit, read = conn.execute(
+        "SELECT blks_hit, blks_read FROM pg_stat_database "
+        "WHERE datname = current_database()").fetchone()
+    return {
+        "cache_hit_ratio": round(hit / (hit + read), 4) if hit + read else 1.0,
+        "connections": conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+        ).fetchone()[0],
+        "longest_query_seconds": round(conn.execute(
+            "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - query_start)), 0) "
+            "FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'").fetchone()[0], 3)}
+
+
+def _archiver_metrics(conn: psycopg.Connection, m: dict, now: datetime) -> str:
+    """The WAL archiver's counts, lag and failing state into `m`; returns archive_mode."""
+    archived, failed, last_archived, last_failed = conn.execute(
+        "SELECT archived_count, failed_count, last_archived_time, last_failed_time "
+        "FROM pg_stat_archiver").fetchone()
+    m["wal_archived"] = archived
+    m["wal_archive_failures"] = failed
+    m["wal_archive_lag_seconds"] = round((now - last_archived).total_seconds()) \
+        if last_archived else None
+    m["wal_archive_failing"] = int(bool(last_failed and (not last_archived
+                                                         or last_failed > last_archived)))
+    return conn.execute("SHOW archive_mode").fetchone()[0]
+
+
+def _top_statements(conn: psycopg.Connection, notes: list[str]) -> list[dict]:
+    """The ten statements with the most execution time (pg_stat_statements), if installed."""
+    if not conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"
+                        ).fetchone():
+        notes.append("pg_stat_statements is not installed in this database (an "
+                     "administrator can CREATE EXTENSION pg_stat_statements); no top "
+                     "statements")
+        return []
+    return [dict(zip(("query", "calls", "total_ms", "mean_ms", "rows"), r, strict=True))
+            for r in conn.execute(
+                "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 120), calls, "
+                "round(total_exec_time::numeric, 1), round(mean_exec_time::numeric, 3), "
+                "rows FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database "
+                "WHERE datname = current_database()) ORDER BY total_exec_time DESC "
+                "LIMIT 10")]
+
+
+def _disk_metrics(url: str, data_dir: Path | None, unmeasured: dict[str, str],
+                  notes: list[str]) -> dict:
+    """Free space of the data directory's filesystem, when it is on this machine."""
     if data_dir is None and db.has_passfile(url):  # our local cluster: its disk is here
         data_dir = db.local_cluster().runtime
-    unmeasured: dict[str, str] = {}
-    if data_dir is not None:
-        usage = shutil.disk_usage(data_dir)
-        m["free_disk_pct"] = round(100 * usage.free / usage.total, 2)
-        m["free_disk_bytes"] = usage.free
-    else:
-        m["free_disk_pct"] = m["free_disk_bytes"] = None
+    if data_dir is None:
         unmeasured["free_disk"] = "the data directory is not on this machine"
         notes.append("free disk: the data directory is not on this machine")
-    archive = wal_archive or local_wal_archive(url)
+        return {"free_disk_pct": None, "free_disk_bytes": None}
+    usage = shutil.disk_usage(data_dir)
+    return {"free_disk_pct": round(100 * usage.free / usage.total, 2),
+            "free_disk_bytes": usage.free}
+
+
+def _wal_archive_metrics(archive: Path | None, unmeasured: dict[str, str],
+                         notes: list[str]) -> dict:
+    """The WAL archive's size, files and free space (archive_usage), when it is local and
+    readable; None values otherwise."""
     usage: dict = dict.fromkeys(("wal_archive_bytes", "wal_archive_files",
                                  "wal_archive_fs_free_bytes", "wal_archive_fs_free_pct"))
     if archive is None:
         unmeasured["wal_archive"] = ("the WAL archive is not on this machine (it is watched "
                                      "where the server runs)")
         notes.append("WAL archive: not local (the server's archive is watched where it runs)")
-    else:
-        try:
-            usage = archive_usage(archive)
-        except OSError as exc:
-            unmeasured["wal_archive"] = f"the WAL archive {archive} is not readable ({exc})"
-            notes.append(f"WAL archive {archive}: not readable ({exc})")
-    m |= usage
-    h = Health(now, m, oldest, top, partitions, notes, unmeasured=unmeasured)
-    h.checks = _checks(h, th, policy, archive_mode)
-    return h
+        return usage
+    try:
+        return archive_usage(archive)
+    except OSError as exc:
+        unmeasured["wal_archive"] = f"the WAL archive {archive} is not readable ({exc})"
+        notes.append(f"WAL archive {archive}: not readable ({exc})")
+        return usage
 
 
-def _checks(h: Health, th: Thresholds, policy: retention.Policy, archive_mode: str
-            ) -> list[Check]:
+def _health_checks(h: Health, th: Thresholds, policy: retention.Policy, archive_mode: str
+                   ) -> list[Check]:
     m, out = h.metrics, []
     age = m["newest_backup_age_hours"]
     out.append(Check("backup_is_recent",

@@ -29,8 +29,9 @@ from psycopg import sql
 from . import db, loader
 from .catalog import catch_all_rows
 from .features import refresh_features
-from .keys import Pair, leaf_name
+from .keys import EVENTS, FEATURES, LEVELS, Pair, leaf_name
 from .levels import refresh_levels
+from .reading import existing_pairs
 
 PAIR_WORKERS = 2  # pairs refreshed at once, while the next files load
 
@@ -41,7 +42,7 @@ REBOUND_MISMATCH = sql.SQL(
     "atr_at_event) > 0.000001 + 0.000001 * (1 + abs(new_resistance_negative_rebound / "
     "atr_at_event)) / atr_at_event")
 
-EVENTS, LEVELS, FEATURES = loader.EVENTS, loader.LEVELS, loader.FEATURES
+
 
 
 @dataclass
@@ -303,8 +304,10 @@ CHECK_CATCH_ALL = "no_rows_in_catch_all_partitions"
 CHECK_REBOUND = "rebound_in_atr_matches_rebound_over_atr"
 CHECK_REJECTED = "source_files_had_no_rejected_rows"
 EVENTS_CHECKS = {  # name: description (shown in the UI)
-    CHECK_COUNTS: "The rows each load stored in a partition, read back from the table by the "
-                  "load's transaction, equal the loader's own count (ERROR otherwise).",
+    CHECK_COUNTS: "Each file's rows loaded equal its source rows minus the rejected and the "
+                  "duplicate ones, and the rows each load stored in a partition, read back "
+                  "from the table by the load's transaction, equal the loader's own count "
+                  "(ERROR otherwise).",
     CHECK_CATCH_ALL: "No row in a NULL-guard partition, no DEFAULT partition (ERROR "
                      "otherwise).",
     CHECK_REBOUND: "Each row's rebound in ATR equals its rebound over its ATR, within the "
@@ -328,34 +331,55 @@ def events_checks(reports: list[PairReport], results: list[loader.LoadResult],
     """The four events checks over one ingest (not per partition: one evaluation per
     partition would overwrite the last, hiding a failing partition behind the next passing
     one); each names the partitions that failed it, by `key(pair)`."""
+    return [counts_check(reports, results, key), catch_all_check(catch_all_counts),
+            rebound_check(reports, key),
+            rejected_check(reports, results, unassigned_rejected, key)]
+
+
+def counts_check(reports: list[PairReport], results: list[loader.LoadResult], key=str
+                 ) -> CheckOutcome:
+    """Each file's accounting (source = loaded + duplicate + rejected), and the loader's
+    per-partition counts against the rows of each partition that the load transactions wrote
+    (xmin), read back from the tables."""
     ok = [r for r in results if not r.error]
     counts_off = {key(r.pair): {"loaded": r.load.loaded, "written": r.stats.written}
                   for r in reports if r.stats.written != r.load.loaded}
+    unbalanced = {r.path.name: {"source_rows": r.rows_read, "loaded": r.loaded,
+                                "duplicate": r.duplicates, "rejected": r.rejected}
+                  for r in ok if r.rows_read != r.loaded + r.duplicates + r.rejected}
+    return CheckOutcome(CHECK_COUNTS, not counts_off and not unbalanced, {
+        "source_rows": sum(r.rows_read for r in ok),
+        "rejected": sum(r.rejected for r in ok),
+        "duplicate": sum(r.duplicates for r in ok),
+        "loaded": sum(r.loaded for r in ok),
+        "in_table_written_by_this_run": sum(r.stats.written for r in reports),
+        "partitions_checked": len(reports), "partitions_failing": counts_off,
+        "files_failing": unbalanced})
+
+
+def catch_all_check(catch_all_counts: tuple[int, int]) -> CheckOutcome:
+    """`catch_all_counts`: (default partitions, rows in the NULL-guard partitions)."""
+    return CheckOutcome(CHECK_CATCH_ALL, catch_all_counts == (0, 0), {
+        "default_partitions": catch_all_counts[0],
+        "rows_in_null_guards": catch_all_counts[1]})
+
+
+def rebound_check(reports: list[PairReport], key=str) -> CheckOutcome:
     mismatched = {key(r.pair): r.stats.mismatched for r in reports if r.stats.mismatched}
-    rejected_by_file = {r.path.name: r.rejected for r in ok if r.rejected}
-    return [
-        # the loader's own per-partition counts against the rows of each partition that the
-        # load transactions wrote (xmin), read back from the tables
-        CheckOutcome(CHECK_COUNTS, not counts_off, {
-            "source_rows": sum(r.rows_read for r in ok),
-            "rejected": sum(r.rejected for r in ok),
-            "duplicate": sum(r.duplicates for r in ok),
-            "loaded": sum(r.loaded for r in ok),
-            "in_table_written_by_this_run": sum(r.stats.written for r in reports),
-            "partitions_checked": len(reports), "partitions_failing": counts_off}),
-        CheckOutcome(CHECK_CATCH_ALL, catch_all_counts == (0, 0), {
-            "default_partitions": catch_all_counts[0],
-            "rows_in_null_guards": catch_all_counts[1]}),
-        CheckOutcome(CHECK_REBOUND, not mismatched, {
-            "mismatched_rows": sum(mismatched.values()), "partitions_checked": len(reports),
-            "partitions_failing": mismatched}),
-        CheckOutcome(CHECK_REJECTED, not rejected_by_file, {
-            "rejected_rows_by_file": rejected_by_file,
-            "rejected_rows_by_partition": {key(r.pair): sum(r.load.rejected_by_file.values())
-                                           for r in reports if r.load.rejected_by_file},
-            "rejected_rows_without_a_valid_partition": unassigned_rejected,
-            "see": "table rejected_events"}, warn_only=True),
-    ]
+    return CheckOutcome(CHECK_REBOUND, not mismatched, {
+        "mismatched_rows": sum(mismatched.values()), "partitions_checked": len(reports),
+        "partitions_failing": mismatched})
+
+
+def rejected_check(reports: list[PairReport], results: list[loader.LoadResult],
+                   unassigned_rejected: int = 0, key=str) -> CheckOutcome:
+    rejected_by_file = {r.path.name: r.rejected for r in results if not r.error and r.rejected}
+    return CheckOutcome(CHECK_REJECTED, not rejected_by_file, {
+        "rejected_rows_by_file": rejected_by_file,
+        "rejected_rows_by_partition": {key(r.pair): sum(r.load.rejected_by_file.values())
+                                       for r in reports if r.load.rejected_by_file},
+        "rejected_rows_without_a_valid_partition": unassigned_rejected,
+        "see": "table rejected_events"}, warn_only=True)
 
 
 @dataclass
@@ -389,6 +413,15 @@ def level_counts(conn: psycopg.Connection, pair: Pair) -> dict[str, int]:
     """{status: levels} of the pair (active, breached)."""
     return dict(conn.execute(sql.SQL("SELECT status, count(*) FROM {} GROUP BY 1").format(
         sql.Identifier(leaf_name(LEVELS, pair)))).fetchall())
+
+
+def stored_reports(url: str, pairs: list[Pair] | None = None) -> list[PairReport]:
+    """Reports of the pairs as stored (no load): their PairStats, for the checks of the
+    database's state. `pairs` None: every pair that has an events leaf."""
+    with db.connect(url, role=db.READER_ROLE, autocommit=True) as conn:
+        if pairs is None:
+            pairs = existing_pairs(conn, EVENTS)
+        return [PairReport(PairLoad(p), pair_stats(conn, p)) for p in pairs]
 
 
 def catch_all(url: str) -> tuple[int, int]:

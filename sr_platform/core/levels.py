@@ -18,8 +18,8 @@ import psycopg
 from psycopg import sql
 
 from . import db
+from .copy_encoding import copy_csv
 from .keys import Pair, leaf_name
-from .loader import copy_csv
 
 TEST_BAND_ATR = 0.25
 TEST_WINDOW = 200

@@ -77,7 +77,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _service_account() -> pwd.struct_passwd | None:
+def service_account() -> pwd.struct_passwd | None:
     """The account the server runs as: None (ourselves) unless we are root."""
     if os.geteuid() != 0:
         return None
@@ -154,7 +154,7 @@ class LocalCluster:
         The setting is rewritten at each start and takes effect at the next server start."""
         self.home = Path(home).resolve()
         self.source_bin_dir = Path(bin_dir)
-        account = _service_account()
+        account = service_account()
         self.service_user = account.pw_name if account else None
         if runtime_dir is not None:
             self.runtime = Path(runtime_dir).resolve()
@@ -208,7 +208,7 @@ class LocalCluster:
 
     # -- helpers -------------------------------------------------------------------------------
     def _run(self, args: list[str], check: bool = True) -> subprocess.CompletedProcess:
-        account = _service_account()
+        account = service_account()
         kwargs: dict = {"capture_output": True, "text": True, "cwd": str(self.runtime)}
         if account is not None:
             kwargs |= {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
@@ -229,7 +229,7 @@ class LocalCluster:
 
     def _prepare_dirs(self) -> None:
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)  # it holds the passfile
-        account = _service_account()
+        account = service_account()
         if account is not None and self.runtime != self.home:
             # /var/lib/sr-platform is ours; only the service account enters its subdirectory
             self.runtime.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -294,8 +294,20 @@ class LocalCluster:
     def is_running(self) -> bool:
         if not self.initialized:
             return False
-        return self._run([self._bin("pg_ctl"), "status", "-D", str(self.data_dir)],
-                         check=False).returncode == 0
+        if self._run([self._bin("pg_ctl"), "status", "-D", str(self.data_dir)],
+                     check=False).returncode == 0:
+            return True
+        # pg_ctl status has said "not running" of a live server on a loaded machine, and start()
+        # then moved the settings to another port under it; the pid file is the second opinion
+        return self._postmaster_alive()
+
+    def _postmaster_alive(self) -> bool:
+        """postmaster.pid names a live postgres process (not a stale file with a reused pid)."""
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+            return Path(f"/proc/{pid}/comm").read_text().strip() == "postgres"
+        except (OSError, ValueError):
+            return False
 
     def url(self, database: str = "postgres", user: str = SUPERUSER) -> str:
         """libpq URL for `user`; the password comes from the passfile the URL names."""
@@ -369,7 +381,7 @@ archive_timeout = 300
         if not port or not _port_free(port):
             port = free_port()
         pw = self._ensure_passwords(port)
-        account = _service_account()
+        account = service_account()
         # initdb reads the superuser's password from a file only it (the service account) reads
         pwfile = self.runtime / ".initdb-pw"
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -395,7 +407,7 @@ archive_timeout = 300
         runs (settings that need a restart take effect at the next start)."""
         conf = self.data_dir / CONF_NAME
         conf.write_text(self._settings(port))
-        account = _service_account()
+        account = service_account()
         if account is not None:
             shutil.chown(conf, account.pw_uid, account.pw_gid)
 
@@ -413,9 +425,15 @@ archive_timeout = 300
                                 "process; moving to port %s", self.data_dir, self.port, port)
                     self._ensure_passwords(port)
                 self._prepare_dirs()
+                previous = self.port
                 self._write_settings(port)
-                self._run([self._bin("pg_ctl"), "start", "-w", "-t", "60", "-D",
-                           str(self.data_dir), "-l", str(self.log_file)])
+                try:
+                    self._run([self._bin("pg_ctl"), "start", "-w", "-t", "60", "-D",
+                               str(self.data_dir), "-l", str(self.log_file)])
+                except LocalClusterError:
+                    if previous != port and self._postmaster_alive():
+                        self._write_settings(previous)  # a server we missed runs on it
+                    raise
             if self.passwords().keys() != LOGIN_ROLES.keys() or not self._provisioned():
                 self.provision()
 

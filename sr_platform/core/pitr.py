@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 
 from . import backup, db, procs, settings
-from .localpg import LocalCluster, _service_account, free_port
+from .localpg import LocalCluster, free_port, service_account
 
 BASE_DIR = "base"
 
@@ -168,43 +168,12 @@ def recover(to: datetime, into: Path, port: int | None = None,
     if target.initialized:
         raise RecoveryError(f"{target.data_dir} already holds a cluster")
     try:
-        target._prepare_dirs()
-        with tarfile.open(base.path / "base.tar.gz") as tar:
-            tar.extractall(target.data_dir, filter="fully_trusted")
-        if (base.path / "pg_wal.tar.gz").exists():  # -X stream; -X fetch puts it in base.tar
-            with tarfile.open(base.path / "pg_wal.tar.gz") as tar:
-                tar.extractall(target.data_dir / "pg_wal", filter="fully_trusted")
-        port = port or free_port()
-        target._write_settings(port)
-        with open(target.data_dir / "postgresql.auto.conf", "a") as fh:
-            fh.write(
-                "\n# sr-platform recover\n"
-                f"restore_command = 'cp {live.wal_archive}/%f %p'\n"
-                f"recovery_target_time = '{to.astimezone(UTC).isoformat()}'\n"
-                "recovery_target_action = 'promote'\n"
-                "archive_mode = off\n")
-        (target.data_dir / "recovery.signal").write_text("")
-        account = _service_account()
-        if account is not None:
-            # the service account reads the live archive already; it must own the new data
-            subprocess.run(["chown", "-R", f"{account.pw_uid}:{account.pw_gid}",
-                            str(target.data_dir)], check=True)
-        target.data_dir.chmod(0o700)
-        shutil.copy(live.passfile, target.passfile)  # same roles, same passwords
-        target.passfile.chmod(0o600)
+        _restore_base(base.path, target)
+        _configure_replay(live, target, to, port or free_port())
         target._run([target._bin("pg_ctl"), "start", "-w", "-t", "300", "-D",
                      str(target.data_dir), "-l", str(target.log_file)])
         url = target.url(settings.APP_DATABASE, "postgres")
-        deadline = time.monotonic() + 300
-        while True:
-            # the maintenance database: a base backup taken before the platform database
-            # existed recovers a cluster without it (a fresh `make run`'s first minutes)
-            with psycopg.connect(db.libpq_url(target.url("postgres", "postgres"))) as conn:
-                if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-                    break
-            if time.monotonic() > deadline:
-                raise RecoveryError(f"recovery did not finish; see {target.log_file}")
-            time.sleep(0.5)
+        _wait_promoted(target)
     except BaseException as exc:
         # a failed recovery leaves no half-built cluster behind, and says why
         tail = target.log_file.read_text()[-3000:] if target.log_file.exists() else ""
@@ -213,6 +182,52 @@ def recover(to: datetime, into: Path, port: int | None = None,
             raise RecoveryError(f"{exc}\nend of the recovery's server log:\n{tail}") from exc
         raise
     return db.role_url(url, db.WRITER_ROLE), target
+
+
+def _restore_base(backup_dir: Path, target: LocalCluster) -> None:
+    """Unpack the base backup (and its streamed WAL) into the new cluster's data directory."""
+    target._prepare_dirs()
+    with tarfile.open(backup_dir / "base.tar.gz") as tar:
+        tar.extractall(target.data_dir, filter="fully_trusted")
+    if (backup_dir / "pg_wal.tar.gz").exists():  # -X stream; -X fetch puts it in base.tar
+        with tarfile.open(backup_dir / "pg_wal.tar.gz") as tar:
+            tar.extractall(target.data_dir / "pg_wal", filter="fully_trusted")
+
+
+def _configure_replay(live: LocalCluster, target: LocalCluster, to: datetime,
+                      port: int) -> None:
+    """Settings for replaying the live archive to `to` and promoting; the data directory owned
+    by the service account, the live cluster's roles and passwords."""
+    target._write_settings(port)
+    with open(target.data_dir / "postgresql.auto.conf", "a") as fh:
+        fh.write(
+            "\n# sr-platform recover\n"
+            f"restore_command = 'cp {live.wal_archive}/%f %p'\n"
+            f"recovery_target_time = '{to.astimezone(UTC).isoformat()}'\n"
+            "recovery_target_action = 'promote'\n"
+            "archive_mode = off\n")
+    (target.data_dir / "recovery.signal").write_text("")
+    account = service_account()
+    if account is not None:
+        # the service account reads the live archive already; it must own the new data
+        subprocess.run(["chown", "-R", f"{account.pw_uid}:{account.pw_gid}",
+                        str(target.data_dir)], check=True)
+    target.data_dir.chmod(0o700)
+    shutil.copy(live.passfile, target.passfile)  # same roles, same passwords
+    target.passfile.chmod(0o600)
+
+
+def _wait_promoted(target: LocalCluster, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        # the maintenance database: a base backup taken before the platform database
+        # existed recovers a cluster without it (a fresh `make run`'s first minutes)
+        with psycopg.connect(db.libpq_url(target.url("postgres", "postgres"))) as conn:
+            if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                return
+        if time.monotonic() > deadline:
+            raise RecoveryError(f"recovery did not finish; see {target.log_file}")
+        time.sleep(0.5)
 
 
 def recovered_cluster(home: Path) -> LocalCluster:

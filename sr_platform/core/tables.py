@@ -3,8 +3,7 @@
 The migrations own the real DDL; these SQLAlchemy `Table`s are the code's view of it:
 the columns, types and nullability the loader, queries and features SQL rely on, checked against
 the migrated database by `schema_drift()` so a migration that changes one fails a test instead
-of a load. (They document; the COPY column lists are validate.COPY_COLUMNS and
-loader.LEVEL_COLUMNS.)
+of a load. (They document; the COPY column lists are keys.EVENT_COLUMNS and keys.LEVEL_COLUMNS.)
 """
 
 from sqlalchemy import (

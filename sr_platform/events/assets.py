@@ -9,10 +9,10 @@ import psycopg
 
 from ..core import db, ingest, landing, loader
 from ..core.features import refresh_features
-from ..core.ingest import EVENTS_CHECKS
+from ..core.ingest import CHECK_COUNTS, CHECK_REJECTED, EVENTS_CHECKS
 from ..core.levels import refresh_levels
 from ..resources import PostgresResource
-from .partitions import event_partitions, pair_of
+from .partitions import event_partitions, pair_of_context
 from .reporting import (
     check_results,
     events_metadata,
@@ -61,12 +61,14 @@ def _stats(url: str, pair: tuple[str, str], xids: Iterable[str] = ()) -> ingest.
     description="new_resistance_events for one (instrument, granularity): the partition's rows "
                 "of the landing files, validated and loaded exactly once; bad rows go to "
                 "rejected_events.",
+    # the checks of the load itself; those of the database's state are standalone (checks.py)
     check_specs=[dg.AssetCheckSpec(name, asset="new_resistance_events",
-                                   description=EVENTS_CHECKS[name]) for name in EVENTS_CHECKS],
+                                   description=EVENTS_CHECKS[name])
+                 for name in (CHECK_COUNTS, CHECK_REJECTED)],
 )
 def new_resistance_events(context: dg.AssetExecutionContext, config: LoadConfig,
                           postgres: PostgresResource, landing_zone: LandingZone):
-    pair = pair_of(context)
+    pair = pair_of_context(context)
     url = postgres.url()
     files = [Path(f) for f in config.files] or landing.event_files(landing_zone.directory())
     part = ingest.PairLoad(pair)
@@ -101,8 +103,9 @@ def new_resistance_events(context: dg.AssetExecutionContext, config: LoadConfig,
             "rows_read": read, "rows_duplicate": sum(r.duplicates for r in results),
             "rows_per_second": round(read / seconds if seconds else 0),
             "files": len(files)},
-        check_results=check_results(ingest.events_checks(
-            [report], results, ingest.catch_all(url), key=key_of)))
+        check_results=check_results([
+            ingest.counts_check([report], results, key=key_of),
+            ingest.rejected_check([report], results, key=key_of)]))
 
 
 @dg.asset(
@@ -116,7 +119,7 @@ def new_resistance_events(context: dg.AssetExecutionContext, config: LoadConfig,
 )
 def support_and_resistance_master(context: dg.AssetExecutionContext,
                                   postgres: PostgresResource) -> dg.MaterializeResult:
-    pair = pair_of(context)
+    pair = pair_of_context(context)
     url = postgres.url()
     levels = refresh_levels(url, pair)
     report = ingest.PairReport(ingest.PairLoad(pair), _stats(url, pair), levels=levels)
@@ -133,7 +136,7 @@ def support_and_resistance_master(context: dg.AssetExecutionContext,
 )
 def event_features(context: dg.AssetExecutionContext,
                    postgres: PostgresResource) -> dg.MaterializeResult:
-    pair = pair_of(context)
+    pair = pair_of_context(context)
     url = postgres.url()
     features = refresh_features(url, pair)
     report = ingest.PairReport(ingest.PairLoad(pair), _stats(url, pair), features=features)

@@ -21,9 +21,9 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
-from ..core import ingest, landing, loader
+from ..core import ingest, landing, load_summary
 from ..resources import PostgresResource
-from .partitions import event_partitions, instruments
+from .partitions import instruments, pair_of_key
 from .reporting import check_evaluations, key_of, materializations, outage_retry
 from .resources import LandingZone
 
@@ -34,11 +34,6 @@ class IngestConfig(dg.Config):
     # soon as its last file is loaded. Without it, partitions are those the files loaded rows
     # for, refreshed after the last file.
     partitions_by_file: dict[str, list[str]] = {}
-
-
-def _pair_of(key: str) -> tuple[str, str]:
-    keys = event_partitions.get_partition_key_from_str(key).keys_by_dimension
-    return keys["instrument"], keys["granularity"]
 
 
 def _hold_storage_connections(instance: dg.DagsterInstance) -> None:
@@ -63,7 +58,7 @@ def ingest_files(context: dg.OpExecutionContext, config: IngestConfig,
     url = postgres.url()
     started = time.perf_counter()
     files = [Path(f) for f in config.files] or landing.event_files(landing_zone.directory())
-    expected = {str(f): {_pair_of(k) for k in config.partitions_by_file.get(str(f), [])}
+    expected = {str(f): {pair_of_key(k) for k in config.partitions_by_file.get(str(f), [])}
                 for f in files}
     _hold_storage_connections(context.instance)
     known = set(context.instance.get_dynamic_partitions(instruments.name))
@@ -91,26 +86,10 @@ def ingest_files(context: dg.OpExecutionContext, config: IngestConfig,
             context.log.warning(r.error)
         elif r.ignored_columns:
             context.log.warning(f"{r.path.name}: ignored columns {r.ignored_columns}")
-    context.log.info(_summary(run.results, len(reports), time.perf_counter() - started))
+    context.log.info(load_summary.ingest_summary(run.results, len(reports),
+                                                  time.perf_counter() - started))
     failed = [r.error for r in run.results if r.database_failed]
     if failed:  # rolled back whole: the run fails, so it is seen (and rerun) rather than lost
         raise dg.Failure(f"{len(failed)} file(s) not loaded", metadata={
             "errors": dg.MetadataValue.md("\n".join(f"- {e}" for e in failed))})
 
-
-def _summary(results: list[loader.LoadResult], partitions: int, seconds: float) -> str:
-    """The per-file table of `sr-platform load`, as one log message."""
-    ok = [r for r in results if not r.error]
-    read = sum(r.rows_read for r in ok)
-    w = max([len(r.path.name) for r in results] + [5])
-    lines = [f"{len(ok)} of {len(results)} files loaded, {partitions} partitions "
-             f"materialized in {seconds:.1f} s ({read / seconds if seconds else 0:,.0f} rows/s)",
-             f"{'file':<{w}} {'read':>9} {'loaded':>9} {'duplicate':>9} {'rejected':>8} "
-             f"{'seconds':>7}"]
-    for r in results:
-        lines.append(f"{r.path.name:<{w}} not loaded: {r.error}" if r.error else
-                     f"{r.path.name:<{w}} {r.rows_read:>9,} {r.loaded:>9,} {r.duplicates:>9,} "
-                     f"{r.rejected:>8,} {r.seconds:>7.2f}")
-    lines.append(f"{'total':<{w}} {read:>9,} {sum(r.loaded for r in ok):>9,} "
-                 f"{sum(r.duplicates for r in ok):>9,} {sum(r.rejected for r in ok):>8,}")
-    return "\n".join(lines)

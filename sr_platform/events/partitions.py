@@ -16,6 +16,13 @@ def partition_key(instrument: str, granularity: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({"instrument": instrument, "granularity": granularity})
 
 
-def pair_of(context: dg.AssetExecutionContext) -> tuple[str, str]:
+def pair_of_context(context: dg.AssetExecutionContext) -> tuple[str, str]:
+    """The (instrument, granularity) of the partition an asset runs for."""
     keys = context.partition_key.keys_by_dimension
+    return keys["instrument"], keys["granularity"]
+
+
+def pair_of_key(key: str) -> tuple[str, str]:
+    """The (instrument, granularity) of a partition key given as text."""
+    keys = event_partitions.get_partition_key_from_str(key).keys_by_dimension
     return keys["instrument"], keys["granularity"]

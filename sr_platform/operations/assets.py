@@ -7,7 +7,7 @@ import dagster as dg
 
 from ..core import backup_cycle, health, maintenance, retention, sla
 from ..resources import PostgresResource
-from .resources import BackupStore
+from .resources import BackupStore, OperationsThresholds
 
 GROUP = "operations"
 
@@ -131,10 +131,12 @@ HEALTH_CHECKS = health.CHECK_NAMES  # every check health.collect() reports
                        for c in HEALTH_CHECKS],
           description="Sizes, rows, dead tuples, vacuum, cache hits, connections, long "
                       "queries, backup age, oldest rows, WAL archiving, top statements; "
-                      "checked against thresholds (WARN and ERROR) from settings.")
+                      "checked against the WARN and ERROR thresholds of the `thresholds` "
+                      "resource.")
 def database_health(context: dg.AssetExecutionContext, postgres: PostgresResource,
-                    backups: BackupStore):
-    h = health.collect(postgres.url(), backup_root=backups.directory())
+                    backups: BackupStore, thresholds: OperationsThresholds):
+    h = health.collect(postgres.url(), backup_root=backups.directory(),
+                       thresholds=thresholds.health_thresholds())
     meta: dict = _figures(h.metrics)
     meta |= {f"oldest_{t}": dg.MetadataValue.text(v.isoformat() if v else "-")
              for t, v in h.oldest.items()}
@@ -164,10 +166,11 @@ SLA_CHECKS = tuple(sla.CHECKS)
           description="The story's targets measured against the live database (writes in a "
                       "rolled-back transaction): single insert < 10 ms, bulk >= 1,000 rows/s, "
                       "latest events by instrument < 100 ms, a 10,000-row range < 500 ms.")
-def sla_benchmark(context: dg.AssetExecutionContext, postgres: PostgresResource):
+def sla_benchmark(context: dg.AssetExecutionContext, postgres: PostgresResource,
+                  thresholds: OperationsThresholds):
     from ..events.partitions import instruments
 
-    targets = sla.Targets.from_env()
+    targets = thresholds.sla_targets()
     measured = sla.measure(postgres.url())
     probe = sla.SLA_PAIR[0]  # an older version's probe registered a Dagster partition
     if probe in context.instance.get_dynamic_partitions(instruments.name):

@@ -9,7 +9,7 @@ from .assets import (
     sla_benchmark,
 )
 from .jobs import backup_job, health_job, partition_maintenance_job, retention_job, sla_job
-from .resources import BackupStore
+from .resources import BackupStore, OperationsThresholds
 from .schedules import schedules
 from .sensors import check_failure_alert, run_failure_alert
 
@@ -17,5 +17,6 @@ assets = [retention_pruning, database_backup, partition_maintenance, database_he
           sla_benchmark]
 jobs = [retention_job, backup_job, partition_maintenance_job, health_job, sla_job]
 sensors = [run_failure_alert, check_failure_alert]
-resources = {"backups": BackupStore()}
+# the thresholds and targets are read from the environment once, when the code location loads
+resources = {"backups": BackupStore(), "thresholds": OperationsThresholds.from_env()}
 __all__ = ["assets", "jobs", "resources", "schedules", "sensors"]

@@ -1,6 +1,7 @@
 """Alerts, each a line in SR_PLATFORM_ALERT_LOG (default .sr_platform/alerts.log) and a JSON
 POST to SR_PLATFORM_ALERT_WEBHOOK when set:
-- run_failure_alert: every failed run;
+- run_failure_alert: every failed run, except one failed only by blocking checks at ERROR
+  (check_failure_alert pages those, so a failed SLA target is one alert, not two);
 - check_failure_alert: every asset check of any asset (health, SLA, events, backup) that fails
   at ERROR severity, once when it starts failing (not on every run while it stays failed).
   Its first pass over an instance's history pages only what is still failing at its end."""
@@ -20,8 +21,16 @@ from ..core.alerts import send_alert, write_line
                                    "SR_PLATFORM_ALERT_WEBHOOK when set.")
 def run_failure_alert(context: dg.RunFailureSensorContext) -> None:
     run = context.dagster_run
+    steps = context.get_step_failure_events()
+    if steps and all(_blocking_check_failure(e) for e in steps):
+        return  # check_failure_alert pages it, with the check, partition and figures: once
     error = context.failure_event.message or "run failed"
     send_alert(run.job_name, run.run_id, error)
+
+
+def _blocking_check_failure(event: dg.DagsterEvent) -> bool:
+    error = event.step_failure_data.error
+    return error is not None and error.cls_name == "DagsterAssetCheckFailedError"
 
 
 BATCH = 1000  # evaluations read per tick; the next tick goes on from the cursor
