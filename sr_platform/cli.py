@@ -401,6 +401,45 @@ def _recover(args) -> int:
     return EXIT_OK
 
 
+def _watch(args) -> int:
+    """Print committed changes as they happen until Ctrl-C or SIGTERM (both exit 0)."""
+    import signal
+
+    from .core.changes import subscribe
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
+    channels = (args.channel,) if args.channel else ("events", "levels")
+    try:
+        for c in subscribe(channels, since=args.since):
+            if args.json:
+                line = json.dumps(c.to_json())
+            else:
+                d = c.to_json()
+                extra = "".join(f" {k}={d[k]}" for k in ("load_id", "breached", "tested")
+                                if k in d)
+                line = (f"{c.seq} {c.channel} {c.op} {c.instrument} {c.granularity} "
+                        f"rows={c.rows} {d['first']}..{d['last']}{extra}")
+            print(line, flush=True)
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:  # `watch | head`: the reader left
+        sys.stderr.close()
+    return EXIT_OK
+
+
+def _add_watch(sub) -> None:
+    w = _add(sub, "watch", help="print committed changes of events and level outcomes as "
+             "they happen (docs/realtime.md); Ctrl-C stops")
+    w.add_argument("--since", type=int, default=None, metavar="SEQ",
+                   help="first replay the logged changes after SEQ (default: from now)")
+    w.add_argument("--channel", choices=["events", "levels"], default=None,
+                   help="one channel only (default both)")
+    w.add_argument("--json", action="store_true", help="one JSON object per line")
+    w.set_defaults(fn=_watch)
+
+
 def dev_environment() -> dict[str, str]:
     """Environment for Dagster processes: DAGSTER_HOME, the landing zone and the URL of
     Dagster's storage (as its own login role). The local cluster's URL is NOT put in
@@ -632,6 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000, help="the UI's port (default 3000)")
     dev.set_defaults(fn=_dev)
+    _add_watch(sub)
     return p
 
 
