@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -112,7 +112,10 @@ def test_single_insert_announces_its_pair_on_commit(listener, clean_db):
     with as_writer(clean_db) as conn:
         conn.execute("SELECT ensure_partition(%s, 'H1')", (inst,))
         insert_event(conn, instrument=inst)
-    assert listener.take(1) == [("sr_events", event(base + 1, inst))]
+    [(channel, payload)] = listener.take(1)
+    assert (channel, payload) == ("sr_events", event(base + 1, inst))
+    assert Change.from_payload("events", json.dumps(payload)) == Change(
+        base + 1, "events", "insert", inst, "H1", 1, T13, T13)
     log = scalar(clean_db, "SELECT row(seq, channel, op, instrument, granularity, rows, first, "
                            "last, load_id, breached, tested)::text FROM change_log "
                            "WHERE seq = %s", (base + 1,))
@@ -251,6 +254,29 @@ def test_a_load_touching_every_pair_sends_one_small_payload_per_pair(listener, c
                              "'2026-03-04 13:00:00.123456+00', '2026-03-04 13:00:00.123456+00', "
                              "9223372036854775807, 2147483647, 2147483647, now())::change_log))")
     assert worst < 400
+
+
+def test_retention_prunes_the_change_log_after_7_days(clean_db):
+    inst, base = new_instrument(), seq_now(clean_db)
+    with as_writer(clean_db) as conn:
+        conn.execute("SELECT ensure_partition(%s, 'H1')", (inst,))
+    _insert_hours(clean_db, inst, (1, 2, 3))
+    as_of = datetime.now(UTC).replace(microsecond=0)
+    cutoff = as_of - timedelta(days=7)
+    with admin(clean_db) as conn:
+        conn.execute("UPDATE change_log SET created_at = %s WHERE seq <= %s",
+                     (cutoff - timedelta(seconds=1), base + 2))
+        conn.execute("UPDATE change_log SET created_at = %s WHERE seq = %s",
+                     (cutoff, base + 3))  # exactly at the cutoff: stays
+    assert retention.Policy().change_log_days == 7
+    report = retention.prune(clean_db, as_of=as_of)
+    assert report.rows["change_log"] == base + 2
+    assert scalar(clean_db, "SELECT min(seq) FROM change_log") == base + 3
+    with pytest.raises(changes.ChangesPruned, match=f"changes 1 to {base + 2} were pruned"):
+        next(changes.subscribe(since=0, url=clean_db))
+    it = changes.subscribe(since=base + 2, url=clean_db)
+    assert next(it).seq == base + 3
+    it.close()
 
 
 # -- subscribe --------------------------------------------------------------------------------
