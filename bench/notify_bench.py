@@ -187,6 +187,38 @@ def trigger_share(rows: int = 50_000, rounds: int = 5, log=print) -> dict:
             "pct": t / a * 100, "us_per_row": t * 1000 / rows}
 
 
+def attach_share(pairs: int = PAIRS, rows_per_pair: int = 4_500, log=print) -> dict:
+    """What 0009 adds to attaching a backfill's new leaves (attach_staged_partitions): the
+    staged rows announced (one count/min/max scan per leaf) and the change-log triggers of
+    the events and levels leaves, timed on `pairs` filled tables (rolled back)."""
+    server, name, url = new_database("srbench_notify")
+    try:
+        with db.connect(url, autocommit=True) as c:
+            c.execute("SET ROLE sr_owner")
+            with c.transaction(force_rollback=True):
+                for i in range(pairs):
+                    c.execute(f"CREATE TABLE st{i} (LIKE new_resistance_events INCLUDING "
+                              "DEFAULTS)")
+                    c.execute(f"INSERT INTO st{i} (event_creation_date, granularity, "
+                              "instrument, event_price_level, atr_at_event, "
+                              "new_resistance_negative_rebound, "
+                              "new_resistance_negative_rebound_in_atr, day_of_week, "
+                              "hour_of_day) SELECT timestamptz '2030-01-07 00:00+00' + g * "
+                              "interval '1 hour', 'H1', %s, 1.1, 0.0015, -0.00075, -0.5, 0, 0 "
+                              "FROM generate_series(1, %s) g", (f"X{i}", rows_per_pair))
+                    c.execute(f"CREATE TABLE lv{i} (LIKE support_and_resistance_master)")
+                t = time.perf_counter()
+                for i in range(pairs):
+                    c.execute(f"SELECT changes_pend_table('st{i}'::regclass, 'insert'), "
+                              f"changes_add_triggers('st{i}'::regclass, 'events'), "
+                              f"changes_add_triggers('lv{i}'::regclass, 'levels')")
+                ms = (time.perf_counter() - t) * 1000
+    finally:
+        db.drop_database(server, name)
+    log(f"  attach additions for {pairs} pairs of {rows_per_pair:,} rows: {ms:.0f} ms")
+    return {"pairs": pairs, "rows_per_pair": rows_per_pair, "ms": ms}
+
+
 def _later():
     from datetime import UTC, datetime
     return datetime(2029, 11, 20, tzinfo=UTC)
@@ -276,7 +308,9 @@ def log_bytes(n: int = 100_000) -> dict:
 
 def table(res: dict) -> list[str]:
     lat, ab, kr, sz = res["latency"], res["load"], res["kill"], res["size"]
-    st = res["statement"]
+    st, at = res["statement"], res["attach"]
+    backfill_s = ab["backfill_rows"] / ab["median"]["on"]["backfill"]
+    at_pct = at["ms"] / 1000 / backfill_s * 100
     b = sz["bytes_per_row"]
     hourly = PAIRS * 24 * 2  # a load per pair per hour, and its level refresh
     def spread(k: str) -> str:
@@ -299,6 +333,10 @@ def table(res: dict) -> list[str]:
          f"(EXPLAIN ANALYZE, median of {st['rounds']})", "< 3 % throughput cost",
          f"{st['trigger_ms']:.1f} ms of {st['statement_ms']:,.0f} ms: {st['pct']:.2f} % "
          f"({st['us_per_row']:.2f} us a row)", st["pct"] < 3),
+        (f"what 0009 adds to attaching the backfill's {at['pairs']} new pairs (their rows "
+         "announced, their change-log triggers)", "< 3 % throughput cost",
+         f"{at['ms']:,.0f} ms: {at_pct:.2f} % of the backfill's {backfill_s:,.1f} s (on)",
+         at_pct < 3),
         ("notifications of that load", "no more than pairs touched",
          f"{ab['log_rows']} for {ab['pairs']} pairs", ab["log_rows"] <= ab["pairs"]),
         (f"subscriber SIGKILLed and restarted {kr['kills']} times during {kr['loads']} "
@@ -328,6 +366,8 @@ def run(rows: int = 1_000_000, inserts: int = 1_000, repeats: int = 2, loads: in
             db.drop_database(server, name)
         res["statement"] = trigger_share(log=log)
         res["load"] = ab_load(rows, repeats, tmp, log)
+        res["attach"] = attach_share(rows_per_pair=max(1, res["load"]["backfill_rows"] // PAIRS),
+                                     log=log)
         res["kill"] = kill_restart(loads, inserts, kills, tmp, log)
         res["size"] = log_bytes()
         res["table"] = table(res)
