@@ -348,9 +348,17 @@ def table(res: dict) -> list[str]:
          f"{INTAKE_PER_DAY[0] * b / 1e6:,.0f} MB/day at 500 GB's intake, "
          f"{INTAKE_PER_DAY[1] * b / 1e9:,.2f} GB/day at 5 TB's (kept 7 days)", None),
     ]
+    # whole loads timed on and off: judged only when the repeats of each variant agree within
+    # 3 % (on a busy machine they differ by far more than the effect: the direct measures
+    # below them say what the log costs)
+    noisy = {k: any(max(ab["runs"][v][k]) / min(ab["runs"][v][k]) > 1.03 for v in ("on", "off"))
+             for k in ("existing", "backfill")}
     out = ["| measure | goal | measured | met |", "| --- | --- | --- | --- |"]
-    for m, g, v, ok in rows:
-        out.append(f"| {m} | {g} | {v} | {'-' if ok is None else ('yes' if ok else 'NO')} |")
+    for i, (m, g, v, ok) in enumerate(rows):
+        mark = "-" if ok is None else ("yes" if ok else "NO")
+        if i in (1, 2) and noisy["existing" if i == 1 else "backfill"]:
+            mark = "not judged: repeats differ by > 3 %"
+        out.append(f"| {m} | {g} | {v} | {mark} |")
     return out
 
 

@@ -215,6 +215,10 @@ def test_level_breaches_and_tests_are_announced_on_sr_levels(listener, clean_db,
                                                "breached": 2, "tested": 1})]
     assert levels.refresh_levels(clean_db, (inst, "H1"))["changed"] == 0  # nothing changed
     listener.assert_quiet()
+    it = changes.subscribe("levels", since=base, url=clean_db)  # the events change skipped
+    assert next(it) == Change(base + 2, "levels", "update", inst, "H1", 2, T13,
+                              T13.replace(hour=14), breached=2, tested=1)
+    it.close()
 
 
 def test_retention_delete_is_announced_per_batch(listener, clean_db, tmp_path):

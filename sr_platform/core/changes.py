@@ -124,10 +124,13 @@ def subscribe(channels: str | Iterable[str] = ("events", "levels"), since: int |
                 check_retained(conn, last)
                 wait = backoff[0]
                 while True:
-                    batch = read_changes(conn, last, names)
+                    # every channel's rows, so `last` also passes the others' (a resume then
+                    # never reports a pruned gap that held none of this subscription's changes)
+                    batch = read_changes(conn, last)
                     for change in batch:
                         last = change.seq
-                        yield change
+                        if change.channel in names:
+                            yield change
                     if len(batch) == FETCH_ROWS:
                         continue
                     # any notification (or none within `heartbeat`): read the log again
