@@ -165,6 +165,8 @@ def markdown(res: dict) -> str:
                          f"{dup} | {errs} |")
         lines += ["", "Zero lost and zero duplicated rows: "
                   + ("asserted, holds for every run." if w["ok"] else "**FAILED**.")]
+    if res.get("notify"):
+        lines += ["", "## Real time (issue 16, bench/notify_bench.py)", ""] + res["notify"]["table"]
     if res.get("charts"):
         lines += ["", "## Charts", ""] + [f"![{c}]({c})" for c in res["charts"]]
     return "\n".join(lines) + "\n"

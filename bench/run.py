@@ -11,7 +11,9 @@ Prints the tables and writes bench/results/latest.md, latest.json and one PNG pe
 - queries (bench/query_bench.py, goal 5) at 1 y (~5M events, generated straight into the
   leaves) and, with --size 5, at 5x (the same database grown to 5 years);
 - writers (bench/writers_bench.py, goal 6): 1, 2, 4 loader processes on overlapping files,
-  zero lost / duplicated rows asserted.
+  zero lost / duplicated rows asserted;
+- notify (bench/notify_bench.py, issue 16): insert-to-subscriber latency, the change log's
+  cost on a --notify-rows load (A/B, 0009 against 0008), a SIGKILLed subscriber, log size.
 Each goal is marked met or missed against its target. The default run takes about 20-25
 minutes on 2 cores; --size 5 adds the 5x data (about 20M more rows) and its queries.
 --quick (with e.g. --rows 2000) is a smoke run of every section at a tiny size.
@@ -43,6 +45,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import load_adapter  # noqa: E402
+import notify_bench  # noqa: E402
 import query_bench  # noqa: E402
 import query_data  # noqa: E402
 import report  # noqa: E402
@@ -51,7 +54,7 @@ from common import new_database  # noqa: E402
 
 from sr_platform.core import db, settings  # noqa: E402
 
-SECTIONS = ("load", "queries", "writers")
+SECTIONS = ("load", "queries", "writers", "notify")
 BENCH_HOME = HERE.parent / ".sr_platform-bench"
 
 
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--query-repeat", type=int, default=100, help="calls per query round")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per query")
     ap.add_argument("--pruning-pairs", type=int, default=500)
+    ap.add_argument("--notify-rows", type=int, default=1_000_000, help="rows of the notify A/B")
     ap.add_argument("--quick", action="store_true",
                     help="tiny sizes and repeats (a smoke run; figures mean nothing)")
     ap.add_argument("--only", default=",".join(SECTIONS))
@@ -106,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         args.writer_rows = min(args.writer_rows, max(args.rows, 2_000))
         args.repeats, args.query_repeat, args.rounds = 1, 5, 2
         args.pruning_pairs = min(args.pruning_pairs, 120)
+        args.notify_rows = min(args.notify_rows, max(args.rows, 20_000))
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     bad = set(only) - set(SECTIONS)
     if bad:
@@ -176,6 +181,10 @@ def _run(args: argparse.Namespace, only: list[str], argv: list[str] | None,
         procs = (1, 2) if args.quick else (1, 2, 4)
         log(f"== concurrent writers: {procs} processes, {args.writer_rows:,} rows")
         res["writers"] = writers_bench.run(args.writer_rows, procs, args.repeats, log=log)
+    if "notify" in only:
+        log(f"== notify: {args.notify_rows:,} rows A/B, {args.repeats} repeat(s)")
+        res["notify"] = notify_bench.run(args.notify_rows, 100 if args.quick else 1_000,
+                                         args.repeats, log=log)
 
     res["environment"]["seconds"] = time.perf_counter() - t0
     res["environment"]["loadavg_end"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -183,7 +192,7 @@ def _run(args: argparse.Namespace, only: list[str], argv: list[str] | None,
     log("\n" + md.read_text())
     log(f"wrote {md}, {js} and {len(res['charts'])} chart(s)")
     writers_ok = res.get("writers", {}).get("ok", True)
-    return 0 if writers_ok else 1
+    return 0 if writers_ok and res.get("notify", {}).get("ok", True) else 1
 
 
 if __name__ == "__main__":

@@ -366,6 +366,45 @@ def _recover(args) -> int:
     return EXIT_OK
 
 
+def _watch(args) -> int:
+    """Print committed changes as they happen until Ctrl-C or SIGTERM (both exit 0)."""
+    import signal
+
+    from .core.changes import subscribe
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
+    channels = (args.channel,) if args.channel else ("events", "levels")
+    try:
+        for c in subscribe(channels, since=args.since):
+            if args.json:
+                line = json.dumps(c.to_json())
+            else:
+                d = c.to_json()
+                extra = "".join(f" {k}={d[k]}" for k in ("load_id", "breached", "tested")
+                                if k in d)
+                line = (f"{c.seq} {c.channel} {c.op} {c.instrument} {c.granularity} "
+                        f"rows={c.rows} {d['first']}..{d['last']}{extra}")
+            print(line, flush=True)
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:  # `watch | head`: the reader left
+        sys.stderr.close()
+    return EXIT_OK
+
+
+def _add_watch(sub) -> None:
+    w = _add(sub, "watch", help="print committed changes of events and level outcomes as "
+             "they happen (docs/realtime.md); Ctrl-C stops")
+    w.add_argument("--since", type=int, default=None, metavar="SEQ",
+                   help="first replay the logged changes after SEQ (default: from now)")
+    w.add_argument("--channel", choices=["events", "levels"], default=None,
+                   help="one channel only (default both)")
+    w.add_argument("--json", action="store_true", help="one JSON object per line")
+    w.set_defaults(fn=_watch)
+
+
 def dev_environment() -> dict[str, str]:
     """Environment for Dagster processes: DAGSTER_HOME, the landing zone and the URL of
     Dagster's storage (as its own login role). The local cluster's URL is NOT put in
@@ -642,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_db_command, _add_load_command, _add_rejected_command,
                 _add_generate_command, _add_export_command, _add_prune_command,
                 _add_backup_command, _add_restore_command, _add_recover_command,
-                _add_dev_command, _add_dg_command):
+                _add_dev_command, _add_dg_command, _add_watch):
         add(sub)
     return p
 

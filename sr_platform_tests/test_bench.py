@@ -22,11 +22,13 @@ def test_bench_run_writes_the_report(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     md = (tmp_path / "smoke.md").read_text()
     for section in ("## Goals", "## Load", "## Queries at 1y", "Partition pruning",
-                    "## Concurrent writers"):
+                    "## Concurrent writers", "## Real time (issue 16"):
         assert section in md, section
     assert "Zero lost and zero duplicated rows: asserted, holds for every run." in md
     res = json.loads((tmp_path / "smoke.json").read_text())
-    assert set(res) >= {"environment", "load", "queries", "writers", "goals", "charts"}
+    assert set(res) >= {"environment", "load", "queries", "writers", "notify", "goals",
+                        "charts"}
+    assert res["notify"]["ok"] is True
     env = res["environment"]
     assert env["wal_level"] == "replica"
     if settings.external_database_url() is None:

@@ -19,6 +19,10 @@ from .conftest import insert_event
 from .helpers import row, scalar, write_csv
 from .test_loader_hardening import ID, admin, assert_registry_consistent, registry
 
+# migration 0009's change-log triggers on every events leaf
+CHANGE_TRIGGERS = ("trg_changes_delete", "trg_changes_insert", "trg_changes_truncate",
+                   "trg_changes_update")
+
 
 def new_instrument() -> str:
     """A pair no other test made (the session database keeps its partitions)."""
@@ -61,7 +65,7 @@ def test_new_pair_is_staged_indexed_and_attached_like_ensure_partition(clean_db,
                                  "WHERE oid = %s::regclass", (staged,))
         assert bound == f"FOR VALUES IN ('{new}')"
     leaf = loader.leaf_name("new_resistance_events", (new, "H1"))
-    assert triggers(clean_db, leaf) == ["trg_new_resistance_events_updated_at",
+    assert triggers(clean_db, leaf) == [*CHANGE_TRIGGERS, "trg_new_resistance_events_updated_at",
                                         "trg_registry_delete", "trg_registry_insert",
                                         "trg_registry_truncate", "trg_registry_update"]
     # the levels' foreign key, validated, into the same pair's events leaf
@@ -242,7 +246,7 @@ def test_0006_round_trip_keeps_the_registry_exact(server_url, make_db, tmp_path)
     migrate.upgrade(url)
     assert migrate.current(url) == migrate.head()
     leaf = "new_resistance_events_h1_eur_usd"
-    assert triggers(url, leaf) == ["trg_new_resistance_events_updated_at",
+    assert triggers(url, leaf) == [*CHANGE_TRIGGERS, "trg_new_resistance_events_updated_at",
                                    "trg_registry_delete", "trg_registry_insert",
                                    "trg_registry_truncate", "trg_registry_update"]
     path = write_csv(tmp_path / "f.csv", [row(h, instrument="GBP_USD") for h in range(3)])

@@ -28,8 +28,8 @@ def schema_dump(url: str) -> str:
 
 def test_history_is_linear_and_every_revision_has_sql(tmp_path):
     revs = migrate.history()
-    assert [r[0] for r in revs] == [f"{n:04d}" for n in range(1, 9)]
-    assert [r[1] for r in revs] == [None] + [f"{n:04d}" for n in range(1, 8)]
+    assert [r[0] for r in revs] == [f"{n:04d}" for n in range(1, 10)]
+    assert [r[1] for r in revs] == [None] + [f"{n:04d}" for n in range(1, 9)]
     for rev, _, _ in revs:
         for step in ("up", "down"):
             assert len(list(settings.sql_dir().glob(f"{rev}_*.{step}.sql"))) == 1
@@ -69,7 +69,7 @@ def test_downgrading_the_newest_revision_keeps_data(server_url, make_db):
     with psycopg.connect(db.libpq_url(url), autocommit=True) as conn:
         conn.execute("SELECT ensure_partition('EUR_USD', 'H1')")
         insert_event(conn)
-    for below in ("0007", "0006", "0005", "0004", "0003", "0002"):
+    for below in ("0008", "0007", "0006", "0005", "0004", "0003", "0002"):
         migrate.downgrade(url, "-1")
         assert migrate.current(url) == below
     with psycopg.connect(db.libpq_url(url), autocommit=True) as conn:

@@ -65,6 +65,7 @@ class Policy:
     features_years: int = 5
     rejected_days: int = 365
     load_log_days: int = 730
+    change_log_days: int = 7  # change_log (sql/0009): how far back a subscriber can resume
 
     @classmethod
     def from_env(cls) -> "Policy":
@@ -79,6 +80,7 @@ class Policy:
             FEATURES: (t - pd.DateOffset(years=self.features_years)).to_pydatetime(),
             "rejected_events": (t - pd.Timedelta(days=self.rejected_days)).to_pydatetime(),
             "load_log": (t - pd.Timedelta(days=self.load_log_days)).to_pydatetime(),
+            "change_log": (t - pd.Timedelta(days=self.change_log_days)).to_pydatetime(),
         }
 
 
@@ -335,7 +337,10 @@ def _prune_tables(reader, writer, report: PruneReport, archive: _Archive | None,
                 if levels_leaf:
                     report.leaves.append(LeafPrune(LEVELS, levels_leaf, n_levels))
                     report.rows[LEVELS] += n_levels
-    for table, column in (("rejected_events", "rejected_at"), ("load_log", "finished_at")):
+    for table, column in (("rejected_events", "rejected_at"), ("load_log", "finished_at"),
+                          ("change_log", "created_at")):
+        if not reader.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]:
+            continue  # change_log: a database before 0009
         t0 = time.perf_counter()
         n = _count(reader, table, column, cut[table])
         if n and not dry_run:
@@ -390,7 +395,7 @@ def oldest_kept(url: str, cutoffs: dict[str, datetime]) -> dict[str, datetime | 
     with those cutoffs keeps (a dry run's answer too; None when nothing stays)."""
     columns = {EVENTS: "event_creation_date", LEVELS: "event_creation_date",
                FEATURES: "event_creation_date", "rejected_events": "rejected_at",
-               "load_log": "finished_at"}
+               "load_log": "finished_at", "change_log": "created_at"}
     with db.connect(url, role=db.READER_ROLE, autocommit=True) as conn:
         return {table: conn.execute(sql.SQL("SELECT min({}) FROM {} WHERE {} >= %s").format(
             sql.Identifier(columns[table]), sql.Identifier(table),
