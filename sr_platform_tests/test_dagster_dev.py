@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -16,7 +17,7 @@ import pandas as pd
 import pytest
 from sqlalchemy.engine import make_url
 
-from sr_platform.core import db, landing, migrate, settings
+from sr_platform.core import changes, db, landing, migrate, settings
 from sr_platform.core.generate import write_event_files
 from sr_platform.events.partitions import partition_key
 from sr_platform.run_launcher import WARM_TAG
@@ -96,6 +97,19 @@ def test_files_dropped_into_a_running_dagster_dev_become_queryable(server_url, m
             assert wait_for_tick(dev.port, LOCATION, "landing_zone_sensor") == {
                 "status": "SKIPPED", "error": None,
                 "skipReason": f"no new files in {landing_dir.resolve()}"}
+            # a subscriber, as a dashboard would have, from the log's seq before the files land
+            with db.connect(app, autocommit=True) as conn:
+                since = changes.last_seq(conn)
+            heard: list[changes.Change] = []
+
+            def listen() -> None:
+                for change in changes.subscribe(("events",), since=since, url=app):
+                    heard.append(change)
+                    if sum(c.rows for c in heard if c.op == "insert") >= len(frame):
+                        return
+
+            subscriber = threading.Thread(target=listen, daemon=True)
+            subscriber.start()
             # written beside it, moved in at once (a directory: one tick sees all the files)
             staging.rename(landing_dir / staging.name)
             with db.connect(app, role=db.READER_ROLE, autocommit=True) as reader:
@@ -119,6 +133,17 @@ def test_files_dropped_into_a_running_dagster_dev_become_queryable(server_url, m
                         "GROUP BY 1, 2").fetchall()) == expected, table
                 assert reader.execute("SELECT count(*), count(*) FILTER (WHERE origin = "
                                       "'dagster') FROM load_log").fetchone() == (3, 3)
+                load_ids = {i for (i,) in reader.execute("SELECT id FROM load_log")}
+            # the subscriber heard every row once, per pair, each change naming its load
+            subscriber.join(timeout=120)
+            assert not subscriber.is_alive(), heard
+            heard_rows: dict = {}
+            for c in heard:
+                assert (c.channel, c.op, c.load_id in load_ids) == ("events", "insert", True), c
+                heard_rows[(c.instrument, c.granularity)] = \
+                    heard_rows.get((c.instrument, c.granularity), 0) + c.rows
+            assert heard_rows == expected
+            assert [c.seq for c in heard] == sorted({c.seq for c in heard})
         monkeypatch.setenv("SR_PLATFORM_DAGSTER_STORAGE_URL", storage)
         with dg.DagsterInstance.from_config(str(home)) as instance:
             for asset in ("new_resistance_events", "support_and_resistance_master",
