@@ -182,3 +182,19 @@ def test_reader_connections_are_pooled_and_replaced_when_the_server_closes_them(
     assert len(got) == 4
     (second,) = reading._POOL.idle[key]
     assert second is not first and first.closed
+
+
+def test_copy_out_raises_psycopg_errors_and_leaves_the_connection_usable(edge_url):
+    from psycopg import sql
+    with psycopg.connect(db.libpq_url(edge_url), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            reading.copy_out(conn, sql.SQL("COPY (SELECT * FROM nope) TO STDOUT"))
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        with pytest.raises(psycopg.errors.DivisionByZero):  # after rows were sent
+            reading.copy_out(conn, sql.SQL(
+                "COPY (SELECT 1 / (3 - g) FROM generate_series(1, 5) g) TO STDOUT"))
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+        assert bytes(reading.copy_out(conn, sql.SQL(
+            "COPY (SELECT g, 'a' FROM generate_series(1, 2) g) TO STDOUT (FORMAT csv)"))
+        ) == b"1,a\n2,a\n"
+        assert reading.copy_out(conn, sql.SQL("COPY (SELECT 1 WHERE false) TO STDOUT")) == b""

@@ -33,7 +33,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict
 
 from . import db, settings
@@ -510,11 +510,59 @@ def copy_table(conn: psycopg.Connection, query: sql.Composable | None, cols: Seq
     """Run `query` as COPY CSV and parse it into an Arrow table of `cols`' types."""
     buf = bytearray()
     if query is not None:
-        with _iso_datestyle(conn), conn.cursor().copy(
-                sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)").format(query)) as cp:
-            for chunk in cp:
-                buf += chunk
+        with _iso_datestyle(conn):
+            buf = copy_out(conn, sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)").format(query))
     return _csv_table(buf, cols, exact)
+
+
+def copy_out(conn: psycopg.Connection, copy: sql.Composable) -> bytearray:
+    """The data of a COPY ... TO STDOUT, received through libpq directly (psycopg's PGconn,
+    under the connection's lock). psycopg's COPY iterator spends ~1.2 us of Python per row
+    (a generator and a wait per CopyData message: 1.2 s of CPU for 1M rows, 6 ms for 1,000);
+    this loop ~0.5 us. Errors are psycopg's own exceptions."""
+    pg = conn.pgconn
+    buf = bytearray()
+    with conn.lock:
+        pg.send_query(copy.as_bytes(conn))
+        while pg.flush():
+            select.select([], [pg.socket], [])
+        res = _next_result(pg)
+        if res is None or res.status != pq.ExecStatus.COPY_OUT:
+            _drain(pg)
+            raise _error(conn, res)
+        get = pg.get_copy_data
+        while True:
+            n, data = get(1)  # 1: do not block; 0 means wait for the socket
+            if n > 0:
+                buf += data
+            elif n == 0:
+                select.select([pg.socket], [], [])
+                pg.consume_input()
+            else:  # -1 done, -2 error: the result says which
+                break
+        res = _next_result(pg)
+        _drain(pg)
+        if res is None or res.status != pq.ExecStatus.COMMAND_OK:
+            raise _error(conn, res)
+    return buf
+
+
+def _next_result(pg: Any) -> Any:
+    while pg.is_busy():
+        select.select([pg.socket], [], [])
+        pg.consume_input()
+    return pg.get_result()
+
+
+def _drain(pg: Any) -> None:
+    while _next_result(pg) is not None:
+        pass
+
+
+def _error(conn: psycopg.Connection, res: Any) -> Exception:
+    if res is None:
+        return psycopg.OperationalError(conn.pgconn.get_error_message())
+    return psycopg.errors.error_from_result(res, encoding=conn.info.encoding)
 
 
 def _csv_table(data: bytes | bytearray | IO[bytes], cols: Sequence[Col], exact: bool
