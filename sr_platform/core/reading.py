@@ -2,8 +2,9 @@
 with fixed types, a documented row order and no look-ahead (as-of reads). The public face is
 sr_platform.read; docs/reading.md documents the columns.
 
-Rows travel as COPY ... TO STDOUT (CSV) parsed by pyarrow's CSV reader (queries.events_frame
-explains why that beats per-value Python objects). A DECIMAL becomes the double nearest the
+Rows travel as COPY ... TO STDOUT (CSV), received through libpq directly (copy_out) or, for
+big reads, through a psql process (psql_table), and parsed by pyarrow's CSV reader: no Python
+object per value or per row. A DECIMAL becomes the double nearest the
 stored value (pyarrow's parser rounds correctly: exactly float(Decimal(text))), or with
 exact=True an Arrow decimal128 of the column's own precision and scale.
 """
