@@ -198,3 +198,15 @@ def test_copy_out_raises_psycopg_errors_and_leaves_the_connection_usable(edge_ur
             "COPY (SELECT g, 'a' FROM generate_series(1, 2) g) TO STDOUT (FORMAT csv)"))
         ) == b"1,a\n2,a\n"
         assert reading.copy_out(conn, sql.SQL("COPY (SELECT 1 WHERE false) TO STDOUT")) == b""
+
+
+def test_a_callers_idle_connection_gets_its_transaction_as_psycopg_opens_it(edge_url):
+    """A non-autocommit connection outside a transaction: the read opens one, as any
+    psycopg statement would (the direct COPY loop alone would bypass psycopg's BEGIN)."""
+    with psycopg.connect(db.libpq_url(edge_url)) as conn:
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert len(read_events("EUR_USD", url=conn)) == 4
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        conn.rollback()
+        with conn.transaction():  # inside one: the direct loop, the same rows
+            assert len(read_events("EUR_USD", url=conn)) == 4

@@ -511,8 +511,16 @@ def copy_table(conn: psycopg.Connection, query: sql.Composable | None, cols: Seq
     """Run `query` as COPY CSV and parse it into an Arrow table of `cols`' types."""
     buf = bytearray()
     if query is not None:
+        copy = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)").format(query)
         with _iso_datestyle(conn):
-            buf = copy_out(conn, sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)").format(query))
+            if not conn.autocommit and conn.info.transaction_status == pq.TransactionStatus.IDLE:
+                # psycopg opens the caller's transaction on a first statement; its own COPY
+                # does, the direct loop would not
+                with conn.cursor().copy(copy) as cp:
+                    for chunk in cp:
+                        buf += chunk
+            else:
+                buf = copy_out(conn, copy)
     return _csv_table(buf, cols, exact)
 
 
@@ -788,24 +796,16 @@ def _as_of_outcomes(conn: psycopg.Connection, levels: pa.Table, q: Query) -> pa.
     frames = []
     pairs = sorted(set(zip(levels.column("instrument").to_pylist(),
                            levels.column("granularity").to_pylist(), strict=True)))
-    cols = [c for c in EVENT_COLS if c.name in ("original_event_id", "event_creation_date",
-                                                 "event_price_level", "atr_at_event")]
     for instrument, granularity in pairs:
         first = pc.min(levels.filter(pc.and_(
             pc.equal(levels.column("instrument"), instrument),
             pc.equal(levels.column("granularity"), granularity))).column(
             "event_creation_date")).as_py()
-        ev_q = Query(instruments=(instrument,), granularities=(granularity,), start=first,
-                     as_of=q.as_of)
-        events = copy_table(conn, select_sql(conn, SOURCES[EVENTS], ev_q, cols), cols, False)
-        # level_outcomes' order: the refresh's (event_creation_date, original_event_id)
-        events = events.sort_by([("event_creation_date", "ascending"),
-                                 ("original_event_id", "ascending")])
+        frame = level_events(conn, Query(instruments=(instrument,),
+                                         granularities=(granularity,), start=first,
+                                         as_of=q.as_of))
         # naive UTC datetime64 into level_outcomes (tz-aware columns would become objects)
-        events = events.set_column(1, "event_creation_date", events.column(1).cast(
-            pa.timestamp("us")))
-        frame = events.to_pandas().rename(columns={
-            "event_creation_date": "ts", "event_price_level": "price", "atr_at_event": "atr"})
+        frame["ts"] = frame["ts"].dt.tz_localize(None)
         out = level_outcomes(frame)
         frames.append(out[["original_event_id", *OUTCOME_COLUMNS]])
     outcomes = pd.concat(frames, ignore_index=True)
@@ -820,6 +820,19 @@ def _as_of_outcomes(conn: psycopg.Connection, levels: pa.Table, q: Query) -> pa.
     joined = rest.join(known, "original_event_id", join_type="left outer")
     order = [n for n in levels.column_names]
     return _filter_status(joined.select(order), q)
+
+
+def level_events(conn: psycopg.Connection, q: Query) -> pd.DataFrame:
+    """The events of `q` as level_outcomes takes them: original_event_id (str), ts
+    (datetime64[us, UTC]), price and atr (float64: the double nearest each decimal), in the
+    refresh's order (event_creation_date, original_event_id)."""
+    cols = [c for c in EVENT_COLS if c.name in ("original_event_id", "event_creation_date",
+                                                 "event_price_level", "atr_at_event")]
+    events = copy_table(conn, select_sql(conn, SOURCES[EVENTS], q, cols), cols, False)
+    events = events.sort_by([("event_creation_date", "ascending"),
+                             ("original_event_id", "ascending")])
+    return events.to_pandas().rename(columns={
+        "event_creation_date": "ts", "event_price_level": "price", "atr_at_event": "atr"})
 
 
 def _filter_status(table: pa.Table, q: Query) -> pa.Table:
