@@ -210,3 +210,14 @@ def test_a_callers_idle_connection_gets_its_transaction_as_psycopg_opens_it(edge
         conn.rollback()
         with conn.transaction():  # inside one: the direct loop, the same rows
             assert len(read_events("EUR_USD", url=conn)) == 4
+
+
+def test_only_possibly_big_reads_ask_the_planner():
+    make = reading.Query.make
+    assert reading._may_be_big(make())
+    assert reading._may_be_big(make("EUR_USD", start="2025-01-01", end="2026-01-01"))
+    assert reading._may_be_big(make(["EUR_USD", "GBP_USD"], start="2026-01-01",
+                                    end="2026-01-02"))
+    assert not reading._may_be_big(make("EUR_USD", start="2026-01-01", end="2026-02-01"))
+    assert not reading._may_be_big(make(latest=5))
+    assert not reading._may_be_big(make(price=1.1, width=0.1))

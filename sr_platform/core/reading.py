@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
@@ -574,6 +574,13 @@ def _error(conn: psycopg.Connection, res: Any) -> Exception:
     return psycopg.errors.error_from_result(res, encoding=conn.info.encoding)
 
 
+def _block_size(data: bytes | bytearray | IO[bytes]) -> int:
+    """The parser's block: the whole of a small buffer (no 4 MB block to fill for 1,000
+    rows), 4 MB of a big one or a stream."""
+    size = len(data) if isinstance(data, bytes | bytearray) else 1 << 22
+    return min(max(size + 1, 1 << 16), 1 << 22)
+
+
 def _csv_table(data: bytes | bytearray | IO[bytes], cols: Sequence[Col], exact: bool
                ) -> pa.Table:
     """COPY's CSV (a buffer or a stream) as an Arrow table of `cols`' types."""
@@ -587,7 +594,7 @@ def _csv_table(data: bytes | bytearray | IO[bytes], cols: Sequence[Col], exact: 
             # one thread: on a shared 2-core machine the parallel parse was slower (0.61 s
             # against 0.34 s for 1M rows), and a small read skips the thread pool
             read_options=pacsv.ReadOptions(column_names=list(types), use_threads=False,
-                                           block_size=1 << 22),
+                                           block_size=_block_size(data)),
             # COPY writes NULL as an empty field and an empty string as "": only the former
             # is null, and no other text ("NA", "null") is
             convert_options=pacsv.ConvertOptions(
@@ -666,7 +673,7 @@ def read_table(source: str, q: Query, url: Any = None) -> pa.Table:
     with connection(url) as conn:
         query = select_sql(conn, src, q, cols)
         table = None
-        if query is not None and q.latest is None and q.price is None:
+        if query is not None and _may_be_big(q):
             table = _big_read(conn, _tool_url(url), query, cols, q.exact)
         if table is None:
             table = copy_table(conn, query, cols, q.exact)
@@ -679,6 +686,16 @@ def read_table(source: str, q: Query, url: Any = None) -> pa.Table:
 # ---------------------------------------------------------------- big reads through psql
 
 BIG_ROWS = 100_000  # the planner's estimate from which a read goes through psql
+
+
+def _may_be_big(q: Query) -> bool:
+    """Whether a read is worth the planner's estimate: not `latest` or a price band, and not
+    one instrument over at most a quarter (an EXPLAIN round trip costs 1-12 ms here)."""
+    if q.latest is not None or q.price is not None:
+        return False
+    if q.start is None or q.end is None or q.instruments is None or len(q.instruments) > 1:
+        return True
+    return q.end - q.start > timedelta(days=92)
 
 
 def _tool_url(url: Any) -> str | None:
