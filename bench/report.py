@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import read_section
+
 
 def _f(v: float, digits: int = 2) -> str:
     return f"{v:,.{digits}f}"
@@ -40,6 +42,7 @@ def goals(res: dict) -> list[dict]:
                                    f"against {worst['small_rows']:,}"
                                    if worst["big_rows"] != worst["small_rows"] else "") + ")",
                     "target": "<= 1.5x (flat within noise)", "met": worst["ratio"] <= 1.5})
+    out += read_section.goals(res)
     w = res.get("writers")
     if w:
         best = max(w["results"], key=lambda r: r["value"])
@@ -165,6 +168,7 @@ def markdown(res: dict) -> str:
                          f"{dup} | {errs} |")
         lines += ["", "Zero lost and zero duplicated rows: "
                   + ("asserted, holds for every run." if w["ok"] else "**FAILED**.")]
+    lines += read_section.markdown(res)
     if res.get("notify"):
         lines += ["", "## Real time (issue 16, bench/notify_bench.py)", ""] + res["notify"]["table"]
     if res.get("charts"):

@@ -1,7 +1,7 @@
 """`make bench`: issue 7's benchmarks in one process against one server, one report.
 
     .venv/bin/python bench/run.py [--size 1|5] [--rows 400000] [--quick]
-                                  [--only load,queries,writers]
+                                  [--only load,queries,read,writers]
 
 Prints the tables and writes bench/results/latest.md, latest.json and one PNG per comparison
 (matplotlib, the `bench` extra; without it no charts). Sections:
@@ -10,6 +10,8 @@ Prints the tables and writes bench/results/latest.md, latest.json and one PNG pe
   executemany) and the loader on new partitions, existing partitions, a reload, small files;
 - queries (bench/query_bench.py, goal 5) at 1 y (~5M events, generated straight into the
   leaves) and, with --size 5, at 5x (the same database grown to 5 years);
+- read (bench/read_section.py, issue 15): the read API beside pandas.read_sql, ADBC, connectorx
+  and polars on the queries' data, at 1 y and with --size 5 at 5x; peak memory of the big read;
 - writers (bench/writers_bench.py, goal 6): 1, 2, 4 loader processes on overlapping files,
   zero lost / duplicated rows asserted;
 - notify (bench/notify_bench.py, issue 16): insert-to-subscriber latency, the change log's
@@ -48,13 +50,14 @@ import load_adapter  # noqa: E402
 import notify_bench  # noqa: E402
 import query_bench  # noqa: E402
 import query_data  # noqa: E402
+import read_section  # noqa: E402
 import report  # noqa: E402
 import writers_bench  # noqa: E402
 from common import new_database  # noqa: E402
 
 from sr_platform.core import db, settings  # noqa: E402
 
-SECTIONS = ("load", "queries", "writers", "notify")
+SECTIONS = ("load", "queries", "read", "writers", "notify")
 BENCH_HOME = HERE.parent / ".sr_platform-bench"
 
 
@@ -85,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=2, help="repeats of loads and writer runs")
     ap.add_argument("--query-repeat", type=int, default=100, help="calls per query round")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per query")
+    ap.add_argument("--read-repeat", type=int, default=30,
+                    help="read section: calls per round of each client")
+    ap.add_argument("--read-big-repeat", type=int, default=3,
+                    help="read section: timed calls of read_events on every pair's year")
     ap.add_argument("--pruning-pairs", type=int, default=500)
     ap.add_argument("--notify-rows", type=int, default=1_000_000, help="rows of the notify A/B")
     ap.add_argument("--quick", action="store_true",
@@ -109,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         args.query_rows_per_year = max(20 * args.rows, 20_000)
         args.writer_rows = min(args.writer_rows, max(args.rows, 2_000))
         args.repeats, args.query_repeat, args.rounds = 1, 5, 2
+        args.read_repeat, args.read_big_repeat = 5, 1
         args.pruning_pairs = min(args.pruning_pairs, 120)
         args.notify_rows = min(args.notify_rows, max(args.rows, 20_000))
     only = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -128,6 +136,37 @@ def main(argv: list[str] | None = None) -> int:
                 cluster.stop()
                 log(f"stopped the benchmark cluster ({cluster.data_dir}); "
                     "bench/run.py --remove-cluster deletes it")
+
+
+def _queries_and_reads(args: argparse.Namespace, only: list[str], res: dict) -> None:
+    """The queries and read sections share one database: 1 y, then (--size 5) grown to 5x."""
+    srv, name, url = new_database("srbench_q")
+    try:
+        for size in ([1, args.size] if args.size > 1 else [1]):
+            label = "1y" if size == 1 else f"{size}x"
+            if size == 1:
+                log(f"== data at 1 y ({args.query_rows_per_year:,} events a year)")
+                fill = query_data.fill(url, years=1, rows_per_year=args.query_rows_per_year,
+                                       log=log)
+            else:
+                log(f"== data at {size}x: growing the data to {size} years")
+                fill = query_data.fill(url, years=size - 1, offset_years=1,
+                                       rows_per_year=args.query_rows_per_year, log=log)
+            if "queries" in only:
+                log(f"== queries at {label}")
+                q = query_bench.run(url, args.query_repeat, args.rounds, label, log=log,
+                                    pruning_pairs=args.pruning_pairs)
+                q["fill"] = fill
+                res.setdefault("queries", []).append(q)
+            if "read" in only:
+                log(f"== reads at {label}: read_events beside read_sql, ADBC, connectorx, "
+                    "polars")
+                r = read_section.run(url, args.read_repeat, args.rounds, label, log=log,
+                                     big_repeat=args.read_big_repeat)
+                r["fill"] = fill
+                res.setdefault("read", []).append(r)
+    finally:
+        db.drop_database(srv, name)
 
 
 def _run(args: argparse.Namespace, only: list[str], argv: list[str] | None,
@@ -157,26 +196,8 @@ def _run(args: argparse.Namespace, only: list[str], argv: list[str] | None,
                                        backfill_instruments=0 if args.quick else 2)
         for m in res["load"]["methods"]:
             log(f"  {m['name']:<66} {m['rows_per_s']:>10,.0f} rows/s")
-    if "queries" in only:
-        res["queries"] = []
-        srv, name, url = new_database("srbench_q")
-        try:
-            log(f"== queries at 1 y ({args.query_rows_per_year:,} events a year)")
-            fill = query_data.fill(url, years=1, rows_per_year=args.query_rows_per_year, log=log)
-            q = query_bench.run(url, args.query_repeat, args.rounds, "1y", log=log,
-                                pruning_pairs=args.pruning_pairs)
-            q["fill"] = fill
-            res["queries"].append(q)
-            if args.size > 1:
-                log(f"== queries at {args.size}x: growing the data to {args.size} years")
-                fill = query_data.fill(url, years=args.size - 1, offset_years=1,
-                                       rows_per_year=args.query_rows_per_year, log=log)
-                q = query_bench.run(url, args.query_repeat, args.rounds, f"{args.size}x",
-                                    log=log, pruning_pairs=args.pruning_pairs)
-                q["fill"] = fill
-                res["queries"].append(q)
-        finally:
-            db.drop_database(srv, name)
+    if "queries" in only or "read" in only:
+        _queries_and_reads(args, only, res)
     if "writers" in only:
         procs = (1, 2) if args.quick else (1, 2, 4)
         log(f"== concurrent writers: {procs} processes, {args.writer_rows:,} rows")

@@ -95,8 +95,11 @@ def test_events_frame_exact_values_and_dtypes(clean_db):
         whole = queries.events_frame(conn, "EUR_USD", "H1")
         assert whole["original_event_id"].tolist() == [str(r[0]) for r in rows]
         assert whole["event_price_level"].tolist() == [float(r[5]) for r in rows]
+        # the newest 2 of each pair, as read_events means it (H1: both; H4: its one)
         latest = queries.events_frame(conn, "EUR_USD", latest=2)
-        assert latest["original_event_id"].tolist() == [str(ids[1]), str(ids[2])]
+        assert latest["original_event_id"].tolist() == [str(i) for i in ids]
+        assert queries.events_frame(conn, "EUR_USD", "H1", latest=1)[
+            "original_event_id"].tolist() == [str(ids[2])]
         assert len(queries.events_frame(conn, "EUR_USD", "W")) == 0
         empty = queries.events_frame(conn, "NOPE")
         assert list(empty.columns) == list(queries.FRAME_COLUMNS) and len(empty) == 0

@@ -17,7 +17,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from . import db
+from . import db, reading
 from .copy_encoding import copy_csv
 from .keys import Pair, leaf_name
 
@@ -76,16 +76,12 @@ def refresh_levels(url: str, pair: Pair, conn: psycopg.Connection | None = None
                    ) -> dict[str, float]:
     """Recompute the pair's level outcomes and write the ones that changed."""
     started = time.perf_counter()
-    events_leaf = sql.Identifier(leaf_name("new_resistance_events", pair))
     levels_leaf = sql.Identifier(leaf_name("support_and_resistance_master", pair))
     with writer_session(url, conn) as conn:
-        # floats and text, not Decimal and UUID objects (the outcomes compare floats anyway:
-        # numeric -> float8 is the double nearest the decimal, as float(Decimal) is)
-        cur = conn.execute(sql.SQL(
-            "SELECT original_event_id::text, event_creation_date, event_price_level::float8, "
-            "atr_at_event::float8 FROM {} ORDER BY event_creation_date, original_event_id"
-        ).format(events_leaf))
-        events = pd.DataFrame(cur.fetchall(), columns=["original_event_id", "ts", "price", "atr"])
+        # the read API's path (COPY parsed by pyarrow): floats and text, not Decimal and UUID
+        # objects (the outcomes compare floats: the double nearest each decimal)
+        events = reading.level_events(conn, reading.Query(instruments=(pair[0],),
+                                                          granularities=(pair[1],)))
         if events.empty:
             return {"levels": 0, "changed": 0, "active": 0, "breached": 0, "seconds": 0.0}
         out = level_outcomes(events)

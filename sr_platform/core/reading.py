@@ -2,23 +2,31 @@
 with fixed types, a documented row order and no look-ahead (as-of reads). The public face is
 sr_platform.read; docs/reading.md documents the columns.
 
-Rows travel as COPY ... TO STDOUT (CSV) parsed by pyarrow's CSV reader (queries.events_frame
-explains why that beats per-value Python objects). A DECIMAL becomes the double nearest the
+Rows travel as COPY ... TO STDOUT (CSV), received through libpq directly (copy_out) or, for
+big reads, through a psql process (psql_table), and parsed by pyarrow's CSV reader: no Python
+object per value or per row. A DECIMAL becomes the double nearest the
 stored value (pyarrow's parser rounds correctly: exactly float(Decimal(text))), or with
 exact=True an Arrow decimal128 of the column's own precision and scale.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
+import io
 import os
 import re
+import select
+import shutil
+import subprocess
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -26,10 +34,10 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict
 
-from . import db
+from . import db, settings
 from .keys import GRANULARITIES, INSTRUMENT_RE, Pair
 from .queries import as_decimal
 
@@ -248,9 +256,9 @@ def _unreachable(url: str, exc: Exception) -> ReadError:
 
 @contextmanager
 def connection(url: Any = None) -> Iterator[psycopg.Connection]:
-    """A psycopg connection for `url`: None (the platform's database as the reader role), a
-    URL, a psycopg connection (used as is, left open) or a SQLAlchemy engine (a pooled
-    connection, given back)."""
+    """A psycopg connection for `url`: None (the platform's database as the reader role) or a
+    URL (from the process's pool of idle reader connections, given back after), a psycopg
+    connection (used as is, left open) or a SQLAlchemy engine (its pool's, given back)."""
     if isinstance(url, psycopg.Connection):
         yield url
         return
@@ -272,14 +280,92 @@ def connection(url: Any = None) -> Iterator[psycopg.Connection]:
     if not isinstance(url, str):
         raise TypeError("url: expected None, a URL, a psycopg connection or a SQLAlchemy "
                         f"engine, got {type(url).__name__}")
-    try:
-        conn = psycopg.connect(db.libpq_url(url), autocommit=True, prepare_threshold=None)
-    except psycopg.OperationalError as exc:
-        raise _unreachable(url, exc) from None
+    conn = _POOL.take(url)
     try:
         yield conn
-    finally:
-        conn.close()
+    except BaseException:
+        conn.close()  # mid-COPY or broken: not reused
+        raise
+    _POOL.give(url, conn)
+
+
+class _Pool:
+    """Idle reader connections kept per URL within the process: a connection costs 3-30 ms
+    (TCP, SCRAM), more than a small read. At most MAX idle in all, the least recently used
+    closed first. A connection the server closed (restart, DROP DATABASE ... FORCE) has its
+    socket readable while idle and is replaced; a forked child never uses (or closes) its
+    parent's connections."""
+
+    MAX = 8
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.idle: dict[tuple[int, str], list[psycopg.Connection]] = {}
+        self.order: list[tuple[tuple[int, str], psycopg.Connection]] = []
+        self.orphans: list[psycopg.Connection] = []  # a fork's inherited ones, never closed
+
+    def take(self, url: str) -> psycopg.Connection:
+        key = (os.getpid(), url)
+        while True:
+            with self.lock:
+                conns = self.idle.get(key)
+                conn = conns.pop() if conns else None
+                if conn is not None:
+                    self.order.remove((key, conn))
+            if conn is None:
+                break
+            if _alive(conn):
+                return conn
+            conn.close()
+        try:
+            return psycopg.connect(db.libpq_url(url), autocommit=True, prepare_threshold=None)
+        except psycopg.OperationalError as exc:
+            raise _unreachable(url, exc) from None
+
+    def give(self, url: str, conn: psycopg.Connection) -> None:
+        key = (os.getpid(), url)
+        if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.close()
+            return
+        with self.lock:
+            self.idle.setdefault(key, []).append(conn)
+            self.order.append((key, conn))
+            extra = self.order[:-self.MAX] if len(self.order) > self.MAX else []
+            del self.order[:len(extra)]
+            for k, c in extra:
+                self.idle[k].remove(c)
+        for _, c in extra:
+            c.close()
+
+    def close_all(self) -> None:
+        with self.lock:
+            conns = [c for _, c in self.order]
+            self.idle.clear()
+            self.order.clear()
+        for c in conns:
+            c.close()
+
+    def forget(self) -> None:
+        """In a forked child: the parent's connections are the parent's (closing one would
+        end the parent's session), so they are only dropped from the pool."""
+        self.orphans += [c for _, c in self.order]
+        self.idle, self.order, self.lock = {}, [], threading.Lock()
+
+
+def _alive(conn: psycopg.Connection) -> bool:
+    """An idle connection has nothing to read; readable means the server closed it."""
+    if conn.closed or conn.broken:
+        return False
+    try:
+        return not select.select([conn.fileno()], [], [], 0)[0]
+    except (OSError, ValueError):
+        return False
+
+
+_POOL = _Pool()
+atexit.register(_POOL.close_all)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_POOL.forget)
 
 
 # ---------------------------------------------------------------- SQL
@@ -423,24 +509,99 @@ def _iso_datestyle(conn: psycopg.Connection) -> Iterator[None]:
 def copy_table(conn: psycopg.Connection, query: sql.Composable | None, cols: Sequence[Col],
                exact: bool) -> pa.Table:
     """Run `query` as COPY CSV and parse it into an Arrow table of `cols`' types."""
-    types = {c.name: c.arrow(exact) for c in cols}
     buf = bytearray()
     if query is not None:
-        with _iso_datestyle(conn), conn.cursor().copy(
-                sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)").format(query)) as cp:
-            for chunk in cp:
-                buf += chunk
-    if not buf:
+        copy = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)").format(query)
+        with _iso_datestyle(conn):
+            if not conn.autocommit and conn.info.transaction_status == pq.TransactionStatus.IDLE:
+                # psycopg opens the caller's transaction on a first statement; its own COPY
+                # does, the direct loop would not
+                with conn.cursor().copy(copy) as cp:
+                    for chunk in cp:
+                        buf += chunk
+            else:
+                buf = copy_out(conn, copy)
+    return _csv_table(buf, cols, exact)
+
+
+def copy_out(conn: psycopg.Connection, copy: sql.Composable) -> bytearray:
+    """The data of a COPY ... TO STDOUT, received through libpq directly (psycopg's PGconn,
+    under the connection's lock). psycopg's COPY iterator spends ~1.2 us of Python per row
+    (a generator and a wait per CopyData message: 1.2 s of CPU for 1M rows, 6 ms for 1,000);
+    this loop ~0.5 us. Errors are psycopg's own exceptions."""
+    pg = conn.pgconn
+    buf = bytearray()
+    with conn.lock:
+        pg.send_query(copy.as_bytes(conn))
+        while pg.flush():
+            select.select([], [pg.socket], [])
+        res = _next_result(pg)
+        if res is None or res.status != pq.ExecStatus.COPY_OUT:
+            _drain(pg)
+            raise _error(conn, res)
+        get = pg.get_copy_data
+        while True:
+            n, data = get(1)  # 1: do not block; 0 means wait for the socket
+            if n > 0:
+                buf += data
+            elif n == 0:
+                select.select([pg.socket], [], [])
+                pg.consume_input()
+            else:  # -1 done, -2 error: the result says which
+                break
+        res = _next_result(pg)
+        _drain(pg)
+        if res is None or res.status != pq.ExecStatus.COMMAND_OK:
+            raise _error(conn, res)
+    return buf
+
+
+def _next_result(pg: Any) -> Any:
+    while pg.is_busy():
+        select.select([pg.socket], [], [])
+        pg.consume_input()
+    return pg.get_result()
+
+
+def _drain(pg: Any) -> None:
+    while _next_result(pg) is not None:
+        pass
+
+
+def _error(conn: psycopg.Connection, res: Any) -> Exception:
+    if res is None:
+        return psycopg.OperationalError(conn.pgconn.get_error_message())
+    return psycopg.errors.error_from_result(res, encoding=conn.info.encoding)
+
+
+def _block_size(data: bytes | bytearray | IO[bytes]) -> int:
+    """The parser's block: the whole of a small buffer (no 4 MB block to fill for 1,000
+    rows), 4 MB of a big one or a stream."""
+    size = len(data) if isinstance(data, bytes | bytearray) else 1 << 22
+    return min(max(size + 1, 1 << 16), 1 << 22)
+
+
+def _csv_table(data: bytes | bytearray | IO[bytes], cols: Sequence[Col], exact: bool
+               ) -> pa.Table:
+    """COPY's CSV (a buffer or a stream) as an Arrow table of `cols`' types."""
+    types = {c.name: c.arrow(exact) for c in cols}
+    if isinstance(data, bytes | bytearray) and not data:
         table = pa.table({n: pa.array([], t) for n, t in types.items()})
     else:
-        table = pacsv.read_csv(
-            pa.py_buffer(buf),
-            read_options=pacsv.ReadOptions(column_names=list(types)),
+        read = pacsv.read_csv if isinstance(data, bytes | bytearray) else pacsv.open_csv
+        table = read(
+            pa.py_buffer(data) if isinstance(data, bytes | bytearray) else data,
+            # one thread: on a shared 2-core machine the parallel parse was slower (0.61 s
+            # against 0.34 s for 1M rows), and a small read skips the thread pool
+            read_options=pacsv.ReadOptions(column_names=list(types), use_threads=False,
+                                           block_size=_block_size(data)),
             # COPY writes NULL as an empty field and an empty string as "": only the former
             # is null, and no other text ("NA", "null") is
             convert_options=pacsv.ConvertOptions(
                 column_types=types, null_values=[""], strings_can_be_null=True,
                 quoted_strings_can_be_null=False))
+        if not isinstance(table, pa.Table):
+            table = table.read_all()
     for i, c in enumerate(cols):
         if c.kind == "ts":  # naive UTC -> UTC-aware: a change of type only
             table = table.set_column(i, c.name, table.column(i).cast(
@@ -449,8 +610,69 @@ def copy_table(conn: psycopg.Connection, query: sql.Composable | None, cols: Seq
 
 
 def _sorted(table: pa.Table) -> pa.Table:
+    """The rows in ORDER (see _sorted_owned)."""
+    return _sorted_owned([table])
+
+
+def _sorted_owned(tables: list[pa.Table]) -> pa.Table:
+    """The rows of the one table in `tables` (taken out of it) in ORDER. COPY sends each
+    leaf's rows together, so the pair is known per run of rows: the runs are put in pair order
+    and a stable sort on the time alone finishes the job (Arrow's general four-key sort took
+    0.5 s of a 1M-row read, this ~0.05 s). Rows of one pair at one time (ordered by id) or
+    rows not in runs take the general sort. With no other reference to the table left (a
+    caller's variable or argument keeps it alive), each source column is freed once
+    reordered: about one frame in memory, not two."""
+    table = tables.pop()
+    if table.num_rows <= 1:
+        return table
     keys = [(k, "ascending") for k in ORDER if k in table.column_names]
-    return table.sort_by(keys) if table.num_rows > 1 else table
+    if len(keys) < len(ORDER):
+        return table.sort_by(keys)
+    perm = _time_then_pair_order(table)
+    if perm is None:
+        return table.sort_by(keys)
+    if (perm[1:] > perm[:-1]).all():  # already in order
+        return table
+    owned = [table]
+    del table
+    return _take_by_column(owned, perm)
+
+
+def _take_by_column(tables: list[pa.Table], perm: np.ndarray) -> pa.Table:
+    """The rows of the one table in `tables` in `perm`'s order, column by column, each
+    source column dropped once taken."""
+    table = tables.pop()
+    indices = pa.array(perm)
+    names = table.column_names
+    out = []
+    for _ in names:
+        out.append(table.column(0).take(indices))
+        table = table.remove_column(0)
+    return pa.table(out, names=names)
+
+
+def _time_then_pair_order(table: pa.Table) -> np.ndarray | None:
+    n = table.num_rows
+    inst, gran = table.column("instrument"), table.column("granularity")
+    change = pc.or_(pc.not_equal(inst.slice(1), inst.slice(0, n - 1)),
+                    pc.not_equal(gran.slice(1), gran.slice(0, n - 1)))
+    starts = np.flatnonzero(np.concatenate([[True], np.asarray(change, dtype=bool)]))
+    if len(starts) > max(16, n // 64):  # not in runs of a pair
+        return None
+    pairs = [(inst[int(i)].as_py(), gran[int(i)].as_py()) for i in starts]
+    # str order is code point order, which is UTF-8 byte order (the database's C collation)
+    rank_of = {p: r for r, p in enumerate(sorted(set(pairs)))}
+    rank = np.repeat(np.array([rank_of[p] for p in pairs], np.int32),
+                     np.diff(np.append(starts, n)))
+    perm = (np.argsort(rank, kind="stable") if (rank[1:] < rank[:-1]).any()
+            else np.arange(n))
+    ts = np.asarray(table.column("event_creation_date").cast(pa.int64()))[perm]
+    by_time = np.argsort(ts, kind="stable")
+    perm, ts = perm[by_time], ts[by_time]
+    rank = rank[perm]
+    if ((ts[1:] == ts[:-1]) & (rank[1:] == rank[:-1])).any():
+        return None  # one pair, one time, several ids: the id decides
+    return perm
 
 
 # ---------------------------------------------------------------- reads
@@ -465,10 +687,118 @@ def read_table(source: str, q: Query, url: Any = None) -> pa.Table:
         needed |= {"event_price_level", "atr_at_event", *OUTCOME_COLUMNS}
     cols = [c for c in src.cols if c.name in needed]
     with connection(url) as conn:
-        table = copy_table(conn, select_sql(conn, src, q, cols), cols, q.exact)
+        query = select_sql(conn, src, q, cols)
+        table = None
+        if query is not None and _may_be_big(q):
+            table = _big_read(conn, _tool_url(url), query, cols, q.exact)
+        if table is None:
+            table = copy_table(conn, query, cols, q.exact)
         if source == LEVELS and q.as_of is not None:
             table = _as_of_outcomes(conn, table, q)
-    return _sorted(table).select(list(names))
+    owned = [table]
+    del table  # _sorted_owned holds the only reference: it frees each column once reordered
+    return _sorted_owned(owned).select(list(names))
+
+
+# ---------------------------------------------------------------- big reads through psql
+
+BIG_ROWS = 100_000  # the planner's estimate from which a read goes through psql
+
+
+def _may_be_big(q: Query) -> bool:
+    """Whether a read is worth the planner's estimate: not `latest` or a price band, and not
+    one instrument over at most a quarter (an EXPLAIN round trip costs 1-12 ms here)."""
+    if q.latest is not None or q.price is not None:
+        return False
+    if q.start is None or q.end is None or q.instruments is None or len(q.instruments) > 1:
+        return True
+    return q.end - q.start > timedelta(days=92)
+
+
+def _tool_url(url: Any) -> str | None:
+    """The URL a separate client process may use: ours, not a caller's connection."""
+    if url is None:
+        return db.database_url(role=db.READER_ROLE)
+    return url if isinstance(url, str) else None
+
+
+def _big_read(conn: psycopg.Connection, url: str | None, query: sql.Composable,
+              cols: Sequence[Col], exact: bool) -> pa.Table | None:
+    """A read the planner expects to be big, through psql; None: read it in process.
+
+    psycopg hands COPY data to Python one row at a time (1.4 s of client CPU for 1M rows,
+    as much as the server's own COPY); psql receives it in C and writes it to a pipe that
+    pyarrow parses as it streams, so the client's per-row work is the parse alone, in
+    bounded memory (no whole CSV text held). A process costs ~10-20 ms, hence big reads."""
+    if url is None or _psql() is None:
+        return None
+    plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(query)).fetchone()[0]
+    if plan[0]["Plan"]["Plan Rows"] < BIG_ROWS:
+        return None
+    return psql_table(url, query.as_string(conn), cols, exact)
+
+
+@functools.cache
+def _psql() -> str | None:
+    try:
+        exe = settings.pg_bin_dir() / "psql"
+    except RuntimeError:
+        exe = None
+    if exe is not None and exe.exists():
+        return str(exe)
+    return shutil.which("psql")
+
+
+class _Prefixed(io.RawIOBase):
+    """A pipe with the bytes already read from it put back in front."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]):
+        self.head, self.rest = memoryview(head), rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self.head:
+            n = min(len(b), len(self.head))
+            b[:n], self.head = self.head[:n], self.head[n:]
+            return n
+        return self.rest.readinto(b)
+
+
+def psql_table(url: str, query: str, cols: Sequence[Col], exact: bool) -> pa.Table | None:
+    """COPY `query` through a psql process, parsed as it streams; None if psql fails before
+    sending any row (e.g. it cannot log in the way psycopg does): the caller reads in process.
+    The password (if the URL holds one) goes through the environment, never argv."""
+    conninfo, env = db.tool_target(url)
+    env = {**os.environ, **env, "PGDATESTYLE": "ISO", "PGCLIENTENCODING": "UTF8"}
+    copy = f"COPY ({query}) TO STDOUT WITH (FORMAT csv)"
+    proc = subprocess.Popen([str(_psql()), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                             "-d", conninfo, "-c", copy], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        head = proc.stdout.read1(1 << 16)
+        if not head:
+            err = proc.stderr.read()
+            if proc.wait() != 0:
+                return None if b"ERROR" not in err else _psql_failed(err)
+            return _csv_table(b"", cols, exact)
+        table = _csv_table(_Prefixed(head, proc.stdout), cols, exact)
+        err = proc.stderr.read()
+        if proc.wait() != 0:
+            _psql_failed(err)
+        return table
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def _psql_failed(err: bytes) -> pa.Table:
+    lines = err.decode(errors="replace").strip().splitlines()
+    raise RuntimeError(f"the read failed: {lines[0] if lines else 'psql exited with an error'}")
 
 
 def convert(table: pa.Table, backend: str):
@@ -482,7 +812,8 @@ def convert(table: pa.Table, backend: str):
                               "(pip install polars); or use backend='pandas' or 'arrow'"
                               ) from None
         return pl.from_arrow(table)
-    return table.to_pandas()
+    # self_destruct: each Arrow column is freed once converted (the table is the read's own)
+    return table.to_pandas(split_blocks=True, self_destruct=True)
 
 
 # ---------------------------------------------------------------- as-of levels
@@ -499,24 +830,16 @@ def _as_of_outcomes(conn: psycopg.Connection, levels: pa.Table, q: Query) -> pa.
     frames = []
     pairs = sorted(set(zip(levels.column("instrument").to_pylist(),
                            levels.column("granularity").to_pylist(), strict=True)))
-    cols = [c for c in EVENT_COLS if c.name in ("original_event_id", "event_creation_date",
-                                                 "event_price_level", "atr_at_event")]
     for instrument, granularity in pairs:
         first = pc.min(levels.filter(pc.and_(
             pc.equal(levels.column("instrument"), instrument),
             pc.equal(levels.column("granularity"), granularity))).column(
             "event_creation_date")).as_py()
-        ev_q = Query(instruments=(instrument,), granularities=(granularity,), start=first,
-                     as_of=q.as_of)
-        events = copy_table(conn, select_sql(conn, SOURCES[EVENTS], ev_q, cols), cols, False)
-        # level_outcomes' order: the refresh's (event_creation_date, original_event_id)
-        events = events.sort_by([("event_creation_date", "ascending"),
-                                 ("original_event_id", "ascending")])
+        frame = level_events(conn, Query(instruments=(instrument,),
+                                         granularities=(granularity,), start=first,
+                                         as_of=q.as_of))
         # naive UTC datetime64 into level_outcomes (tz-aware columns would become objects)
-        events = events.set_column(1, "event_creation_date", events.column(1).cast(
-            pa.timestamp("us")))
-        frame = events.to_pandas().rename(columns={
-            "event_creation_date": "ts", "event_price_level": "price", "atr_at_event": "atr"})
+        frame["ts"] = frame["ts"].dt.tz_localize(None)
         out = level_outcomes(frame)
         frames.append(out[["original_event_id", *OUTCOME_COLUMNS]])
     outcomes = pd.concat(frames, ignore_index=True)
@@ -531,6 +854,19 @@ def _as_of_outcomes(conn: psycopg.Connection, levels: pa.Table, q: Query) -> pa.
     joined = rest.join(known, "original_event_id", join_type="left outer")
     order = [n for n in levels.column_names]
     return _filter_status(joined.select(order), q)
+
+
+def level_events(conn: psycopg.Connection, q: Query) -> pd.DataFrame:
+    """The events of `q` as level_outcomes takes them: original_event_id (str), ts
+    (datetime64[us, UTC]), price and atr (float64: the double nearest each decimal), in the
+    refresh's order (event_creation_date, original_event_id)."""
+    cols = [c for c in EVENT_COLS if c.name in ("original_event_id", "event_creation_date",
+                                                 "event_price_level", "atr_at_event")]
+    events = copy_table(conn, select_sql(conn, SOURCES[EVENTS], q, cols), cols, False)
+    events = events.sort_by([("event_creation_date", "ascending"),
+                             ("original_event_id", "ascending")])
+    return events.to_pandas().rename(columns={
+        "event_creation_date": "ts", "event_price_level": "price", "atr_at_event": "atr"})
 
 
 def _filter_status(table: pa.Table, q: Query) -> pa.Table:
