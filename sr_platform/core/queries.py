@@ -11,6 +11,8 @@ from decimal import Decimal
 import pandas as pd
 import psycopg
 
+from .keys import EVENT_COLUMNS
+
 
 def as_decimal(value: Decimal | float | int | str) -> Decimal:
     """Decimal for a DECIMAL column; floats go through their shortest repr, not binary."""
@@ -44,10 +46,7 @@ def events_near_price(conn: psycopg.Connection, instrument: str, granularity: st
 
 # The event columns of the contract, in the table's order (created_at / updated_at are
 # bookkeeping and left out): read_events' columns.
-FRAME_COLUMNS = ("original_event_id", "event_type", "event_creation_date", "granularity",
-                 "instrument", "event_price_level", "atr_at_event", "volume_at_event",
-                 "new_resistance_negative_rebound", "new_resistance_negative_rebound_in_atr",
-                 "day_of_week", "hour_of_day")
+FRAME_COLUMNS = EVENT_COLUMNS  # events_frame's columns: an event's, in the loader's order
 FLOAT_COLUMNS = ("event_price_level", "atr_at_event", "volume_at_event",
                  "new_resistance_negative_rebound", "new_resistance_negative_rebound_in_atr")
 

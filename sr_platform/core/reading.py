@@ -38,13 +38,11 @@ from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict
 
 from . import db, settings
-from .keys import GRANULARITIES, INSTRUMENT_RE, Pair
+from .keys import EVENTS, FEATURES, GRANULARITIES, INSTRUMENT_RE, LEVELS, Pair
 from .queries import as_decimal
 
 BACKENDS = ("pandas", "arrow", "polars")
 STATUSES = ("active", "breached", "expired")
-EVENTS, LEVELS, FEATURES = "new_resistance_events", "support_and_resistance_master", \
-    "event_features"
 # every frame's row order; iter_events goes pair by pair instead (see there)
 ORDER = ("event_creation_date", "instrument", "granularity", "original_event_id")
 _INSTRUMENT = re.compile(INSTRUMENT_RE)
