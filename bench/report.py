@@ -171,6 +171,9 @@ def markdown(res: dict) -> str:
     lines += read_section.markdown(res)
     if res.get("notify"):
         lines += ["", "## Real time (issue 16, bench/notify_bench.py)", ""] + res["notify"]["table"]
+    if res.get("landing"):
+        lines += ["", "## Landing to queryable (issue 16, bench/sensor_bench.py)", ""] \
+            + res["landing"]["table"]
     if res.get("charts"):
         lines += ["", "## Charts", ""] + [f"![{c}]({c})" for c in res["charts"]]
     return "\n".join(lines) + "\n"

@@ -15,7 +15,10 @@ Prints the tables and writes bench/results/latest.md, latest.json and one PNG pe
 - writers (bench/writers_bench.py, goal 6): 1, 2, 4 loader processes on overlapping files,
   zero lost / duplicated rows asserted;
 - notify (bench/notify_bench.py, issue 16): insert-to-subscriber latency, the change log's
-  cost on a --notify-rows load (A/B, 0009 against 0008), a SIGKILLed subscriber, log size.
+  cost on a --notify-rows load (A/B, 0009 against 0008), a SIGKILLed subscriber, log size;
+- landing (bench/sensor_bench.py, issue 16 section 4): files landed in a running `dagster dev`
+  to queryable, beside `sr-platform load` of the same files (make run's sample; --quick: a
+  small one, one repeat).
 Each goal is marked met or missed against its target. The default run takes about 20-25
 minutes on 2 cores; --size 5 adds the 5x data (about 20M more rows) and its queries.
 --quick (with e.g. --rows 2000) is a smoke run of every section at a tiny size.
@@ -52,13 +55,16 @@ import query_bench  # noqa: E402
 import query_data  # noqa: E402
 import read_section  # noqa: E402
 import report  # noqa: E402
+import sensor_bench  # noqa: E402
 import writers_bench  # noqa: E402
 from common import new_database  # noqa: E402
 
 from sr_platform.core import db, settings  # noqa: E402
 
-SECTIONS = ("load", "queries", "read", "writers", "notify")
-BENCH_HOME = HERE.parent / ".sr_platform-bench"
+SECTIONS = ("load", "queries", "read", "writers", "notify", "landing")
+# SR_PLATFORM_BENCH_HOME: another cluster state (test_bench uses its own, so a smoke run never
+# stops the cluster a real `make bench` is using)
+BENCH_HOME = Path(os.environ.get("SR_PLATFORM_BENCH_HOME") or HERE.parent / ".sr_platform-bench")
 
 
 def use_bench_cluster() -> bool:
@@ -207,6 +213,10 @@ def _run(args: argparse.Namespace, only: list[str], argv: list[str] | None,
         res["notify"] = notify_bench.run(args.notify_rows, 100 if args.quick else 1_000,
                                          args.repeats, log=log)
 
+    if "landing" in only:
+        log("== landing: files landed in a running dagster dev -> queryable, beside the CLI")
+        res["landing"] = sensor_bench.run(
+            **({"years": 0.1, "instruments": 2, "repeats": 1} if args.quick else {}))
     res["environment"]["seconds"] = time.perf_counter() - t0
     res["environment"]["loadavg_end"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     md, js = report.write(res, args.out, args.name)

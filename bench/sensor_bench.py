@@ -213,6 +213,63 @@ ROWS = [  # (key, label) of the landing path's milestones, seconds after the fil
 ]
 
 
+def run(years: float = 1, instruments: int = 28, seed: int = 0, repeats: int = 3,
+        cold: bool = False) -> dict:
+    """The measurement on the current server (db.database_url's); returns the table's lines
+    (`table`), the ratio and whether the goal is met (make bench's `landing` section)."""
+    server = db.database_url("postgres", role=db.ADMIN_ROLE)
+    period = sensor_period()
+    phases = random.Random(seed)
+    from sr_platform.events.partitions import partition_key
+
+    with tempfile.TemporaryDirectory(prefix="sensor_bench_") as tmp:
+        sample = Path(tmp) / "sample"
+        write_event_files(sample, years=years, instruments=instruments, seed=seed)
+        files = loader.find_event_files([sample])
+        keys = {str(partition_key(*p)) for f in files for p in loader.file_pairs(f)}
+        cli, landing = [], []
+        want: dict[str, int] = {}
+        for _ in range(repeats):
+            for path in ("cli", "landing"):
+                name, url = fresh_db(server, "bench_" + path)
+                try:
+                    if path == "cli":
+                        cli.append(run_cli(url, sample))
+                        want = counts(url)
+                    else:
+                        phase = phases.uniform(0, period)
+                        landing.append(run_landing(server, url, sample, Path(tmp), want, keys,
+                                                   phase, not cold) | {"phase": phase})
+                finally:
+                    db.drop_database(server, name)
+    return _table(cli, landing, len(files), want["new_resistance_events"], len(keys), repeats,
+                  period, cold)
+
+
+def _table(cli: list[float], landing: list[dict], files: int, rows: int, partitions: int,
+           repeats: int, period: float, cold: bool) -> dict:
+    base = statistics.median(cli)
+    when = "the first run after dagster dev starts" if cold else "after a first run"
+    out = [f"{files} files, {rows:,} rows, {partitions} partitions; {repeats} repeat(s), "
+           f"median [min-max]; landing sensor period {period:g} s (files land at a random "
+           f"phase of it); {when}",
+           "", "| seconds after the files land | seconds | x cli |", "| --- | ---: | ---: |",
+           f"| cli: `sr-platform load DIR` (new process, wall) | {fmt(cli)} | 1.00 |"]
+    for key, label in ROWS:
+        values = [s[key] for s in landing]
+        out.append(f"| landing: {label} | {fmt(values)} | "
+                   f"{statistics.median(values) / base:.2f} |")
+    lag = {k: statistics.median(s[k] - s["queryable"] for s in landing)
+           for k in ("mat_support_and_resistance_master", "mat_event_features", "ended")}
+    ratio = statistics.median(s["queryable"] for s in landing) / base
+    out += ["", f"after queryable: levels partitions "
+            f"+{lag['mat_support_and_resistance_master']:.2f} s, features partitions "
+            f"+{lag['mat_event_features']:.2f} s, run end +{lag['ended']:.2f} s",
+            f"goal (landed -> queryable <= {GOAL:g}x the cli): {ratio:.2f}x, "
+            f"{'met' if ratio <= GOAL else 'missed'}"]
+    return {"table": out, "ratio": ratio, "met": ratio <= GOAL}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--years", type=float, default=1)
@@ -224,53 +281,8 @@ def main() -> None:
                          "small file is loaded first, as a running `make run` has loaded "
                          "its sample: the steady state)")
     args = ap.parse_args()
-    server = db.database_url("postgres", role=db.ADMIN_ROLE)
-    period = sensor_period()
-    phases = random.Random(args.seed)
-    from sr_platform.events.partitions import partition_key
-
-    with tempfile.TemporaryDirectory(prefix="sensor_bench_") as tmp:
-        sample = Path(tmp) / "sample"
-        write_event_files(sample, years=args.years, instruments=args.instruments,
-                          seed=args.seed)
-        files = loader.find_event_files([sample])
-        keys = {str(partition_key(*p)) for f in files for p in loader.file_pairs(f)}
-        cli, landing = [], []
-        want: dict[str, int] = {}
-        for _ in range(args.repeats):
-            for path in ("cli", "landing"):
-                name, url = fresh_db(server, "bench_" + path)
-                try:
-                    if path == "cli":
-                        cli.append(run_cli(url, sample))
-                        want = counts(url)
-                    else:
-                        phase = phases.uniform(0, period)
-                        landing.append(run_landing(server, url, sample, Path(tmp), want, keys,
-                                                   phase, not args.cold) | {"phase": phase})
-                finally:
-                    db.drop_database(server, name)
-    base = statistics.median(cli)
-    print(f"\n{len(files)} files, {want['new_resistance_events']:,} rows, {len(keys)} "
-          f"partitions; {args.repeats} repeat(s), median [min-max]; landing sensor period "
-          f"{period:g} s (files land at a random phase of it); "
-          f"{'the first run after dagster dev starts' if args.cold else 'after a first run'}"
-          "\n")
-    print(f"{'seconds':<58} {'seconds':>20} {'x cli':>6}")
-    print(f"{'cli: `sr-platform load DIR` (new process, wall)':<58} {fmt(cli):>20} "
-          f"{1.0:>6.2f}")
-    for key, label in ROWS:
-        values = [s[key] for s in landing]
-        print(f"{'landing: ' + label:<58} {fmt(values):>20} "
-              f"{statistics.median(values) / base:>6.2f}")
-    lag = {k: statistics.median(s[k] - s["queryable"] for s in landing)
-           for k in ("mat_support_and_resistance_master", "mat_event_features", "ended")}
-    print(f"\nafter queryable: levels partitions +{lag['mat_support_and_resistance_master']:.2f}"
-          f" s, features partitions +{lag['mat_event_features']:.2f} s, run end "
-          f"+{lag['ended']:.2f} s")
-    ratio = statistics.median(s["queryable"] for s in landing) / base
-    print(f"goal (landed -> queryable <= {GOAL:g}x the cli): {ratio:.2f}x, "
-          f"{'met' if ratio <= GOAL else 'missed'}")
+    res = run(args.years, args.instruments, args.seed, args.repeats, args.cold)
+    print("\n" + "\n".join(res["table"]))
 
 
 if __name__ == "__main__":
