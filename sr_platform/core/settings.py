@@ -100,11 +100,23 @@ def overrides(cls, prefix: str):
     for f in dataclasses.fields(cls):
         default, name = getattr(defaults, f.name), prefix + f.name.upper()
         if isinstance(default, tuple):
-            values[f.name] = tuple(float(env(f"{name}_{level}") or v)
-                                   for v, level in zip(default, ("WARN", "ERROR"), strict=True))
+            values[f.name] = tuple(_number(float, f"{name}_{level}", v) for v, level
+                                   in zip(default, ("WARN", "ERROR"), strict=True))
         else:
-            values[f.name] = type(default)(env(name) or default)
+            values[f.name] = _number(type(default), name, default)
     return cls(**values)
+
+
+def _number(kind: type, name: str, default):
+    """The variable `name` as a `kind` (int or float), `default` when unset."""
+    value = env(name)
+    if value is None:
+        return default
+    try:
+        return kind(value)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise ValueError(f"{name}={value!r}: expected {what}") from None
 
 
 def external_database_url() -> str | None:
