@@ -95,9 +95,10 @@ def test_code_location_resources_carry_the_settings(bare_env, monkeypatch):
     assert r["backups"].dagster_storage_url is None
     assert r["thresholds"].retention.events_years == 3
     assert r["thresholds"].retention_policy() == retention.Policy(events_years=3)
-    # a resource left unset falls back to the settings' defaults when used
-    assert r["alerts"].target() == settings.Alerts(bare_env / "home" / "alerts.log",
-                                                   "http://hooks.example/secret-token")
+    # as a run sees it: the EnvVar resolved, the unset log the settings' default
+    alerts = r["alerts"].process_config_and_initialize()
+    assert alerts.target() == settings.Alerts(bare_env / "home" / "alerts.log",
+                                              "http://hooks.example/secret-token")
 
 
 def test_postgres_resource_connects_by_role(server_url, make_db):
