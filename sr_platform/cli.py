@@ -74,7 +74,8 @@ def _db_url(args) -> int:
 def _db_upgrade(args) -> int:
     from .core import backup, migrate
     if args.backup_first:
-        b = backup.take_backup()
+        b = backup.take_backup(root=args.settings.backup_dir,
+                               dagster_url=args.settings.database.dagster_storage_url)
         print(f"backup {b.id} {b.path} (restore with `sr-platform restore {b.id} --into NAME`)")
     owner = db.database_url(role=db.OWNER_ROLE)  # SR_PLATFORM_OWNER_URL where set
     migrate.upgrade(owner, args.revision)
@@ -85,7 +86,8 @@ def _db_upgrade(args) -> int:
 def _db_downgrade(args) -> int:
     from .core import backup, migrate
     if args.backup_first:
-        b = backup.take_backup()
+        b = backup.take_backup(root=args.settings.backup_dir,
+                               dagster_url=args.settings.database.dagster_storage_url)
         print(f"backup {b.id} {b.path} (restore with `sr-platform restore {b.id} --into NAME`)")
     owner = db.database_url(role=db.OWNER_ROLE)
     migrate.downgrade(owner, args.revision, allow_data_loss=args.allow_data_loss)
@@ -270,11 +272,11 @@ def _export(args) -> int:
 
 
 def _prune(args) -> int:
-    from .core import backup, retention
+    from .core import retention
 
     report = retention.prune(as_of=args.as_of, dry_run=args.dry_run,
-                             archive_dir=backup.backup_dir() / "archive" if args.archive
-                             else None)
+                             archive_dir=args.settings.backup_dir / "archive" if args.archive
+                             else None, policy=args.settings.retention)
     cutoffs = dict(report.cutoffs)
     cutoffs.setdefault(retention.LEVELS, cutoffs[retention.EVENTS])  # levels go with events
     kept = retention.oldest_kept(db.database_url(role=db.READER_ROLE), cutoffs)
@@ -300,21 +302,23 @@ def _prune(args) -> int:
 
 def _backup(args) -> int:
     from .core import backup, backup_cycle, pitr
+    root = args.settings.backup_dir
     if args.action == "list":
-        for line in backup.cleanup():
+        for line in backup.cleanup(root=root):
             print(f"removed {line} (left by a killed or failed run)")
         rows = [(b.id, "logical", b.created_at, b.bytes,
                  "yes" if b.verified and b.verified.get("ok") else
                  "FAILED" if b.verified else "no", str(b.path))
-                for b in backup.list_backups()]
+                for b in backup.list_backups(root)]
         rows += [(b.id, "physical", b.started_at, b.bytes, "pg_verifybackup", str(b.path))
-                 for b in pitr.list_base_backups()]
+                 for b in pitr.list_base_backups(root)]
         print(f"{'id':<20} {'kind':<9} {'created (UTC)':<20} {'bytes':>14} {'restored':<15} path")
         for bid, kind, created, size, verified, path in sorted(rows, key=lambda r: r[2]):
             print(f"{bid:<20} {kind:<9} {created:%Y-%m-%d %H:%M:%S} {size:>14,} {verified:<15} "
                   f"{path}")
         return EXIT_OK
-    c = backup_cycle.run(verify=not args.no_verify)
+    c = backup_cycle.run(root=root, verify=not args.no_verify,
+                         dagster_url=args.settings.database.dagster_storage_url)
     for line in c.cleaned:
         print(f"removed {line} (left by a killed or failed run)")
     print(f"{c.logical.id} {c.logical.path}")
@@ -331,7 +335,8 @@ def _backup(args) -> int:
 
 def _restore(args) -> int:
     from .core import backup
-    counts = backup.restore(args.backup_id, args.into, replace=args.replace)
+    counts = backup.restore(args.backup_id, args.into, replace=args.replace,
+                            root=args.settings.backup_dir)
     print(f"restored {args.backup_id} into database {args.into}: "
           + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
     return EXIT_OK
@@ -354,7 +359,8 @@ def _recover(args) -> int:
         return EXIT_OK
     if not (args.to and args.into):
         raise UsageError("recover needs --to and --into (or --stop DIR / --remove DIR)")
-    url, cluster = pitr.recover(args.to, Path(args.into), args.port)
+    url, cluster = pitr.recover(args.to, Path(args.into), args.port,
+                                root=args.settings.backup_dir)
     home = cluster.home
     print(f"recovered to {args.to.isoformat()} into a new cluster (the live one is untouched)\n"
           f"url:     {url}\n"
@@ -414,7 +420,7 @@ def dev_environment() -> dict[str, str]:
     db.ensure_database(url, settings.DAGSTER_DATABASE, owner=db.DAGSTER_ROLE)
     env = dict(os.environ)
     env.setdefault("DAGSTER_HOME", str(settings.PROJECT_ROOT))
-    env["SR_PLATFORM_LANDING_DIR"] = str(landing.landing_dir())
+    env["SR_PLATFORM_LANDING_DIR"] = str(settings.landing_dir())
     env.setdefault("SR_PLATFORM_DAGSTER_STORAGE_URL", db.sqlalchemy_url(
         db.role_url(db.with_database(url, settings.DAGSTER_DATABASE), db.DAGSTER_ROLE),
         "psycopg2"))
@@ -690,6 +696,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        args.settings = settings.from_env()  # read once; each command passes on what it needs
         return args.fn(args) or 0
     except UsageError as exc:
         parser.print_usage(sys.stderr)

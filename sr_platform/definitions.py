@@ -20,7 +20,7 @@ from .operations import definitions as operations
 from .resources import PostgresResource
 from .schema.assets import database_schema
 
-LANDING_DIR_ENV = "SR_PLATFORM_LANDING_DIR"
+LANDING_DIR_ENV = settings.LANDING_DIR_ENV
 
 
 def env_or_default(name: str) -> dg.EnvVar | None:
@@ -31,6 +31,9 @@ def env_or_default(name: str) -> dg.EnvVar | None:
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
+# read once, when the code location loads: thresholds, targets and policies become resource
+# config; paths and URLs stay EnvVars (resolved at launch, never shown by value)
+SETTINGS = settings.from_env()
 defs = dg.Definitions(
     assets=[database_schema, landing_files, new_resistance_events,
             support_and_resistance_master, event_features, *operations.assets],
@@ -39,7 +42,7 @@ defs = dg.Definitions(
     schedules=operations.schedules,
     sensors=[landing_zone_sensor, outside_loads_sensor, *operations.sensors],
     resources={
-        **operations.resources,
+        **operations.resources(SETTINGS, env_or_default),
         "postgres": PostgresResource(database_url=env_or_default(settings.DATABASE_URL_ENV)),
         "landing_zone": LandingZone(path=env_or_default(LANDING_DIR_ENV)),
     },

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from sr_platform.core import db, migrate, settings
 from sr_platform.core.localpg import LocalCluster, free_port
@@ -86,10 +87,16 @@ def app_url(server_url) -> Iterator[str]:
 
 @pytest.fixture
 def clean_db(app_url) -> str:
+    """The session's database as a fresh migration leaves it: no rows, no load_log (a test
+    sees only its own loads, e.g. outside_loads_sensor reads them) and no pair leaves (a test
+    sees only its own partitions, whatever ran before it). The catch-all leaves stay."""
     with psycopg.connect(db.libpq_url(app_url), autocommit=True) as conn:
-        # load_log too: a test sees only its own loads (e.g. outside_loads_sensor reads them)
         conn.execute("TRUNCATE new_resistance_events, support_and_resistance_master, "
                      "event_features, rejected_events, load_log")
+        leaves = [sql.Identifier(r[0]) for r in conn.execute(
+            "SELECT partition_name FROM list_partitions()")]
+        if leaves:  # one statement: the levels leaves' foreign keys go with their events leaf
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.SQL(", ").join(leaves)))
     return app_url
 
 

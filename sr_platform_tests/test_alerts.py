@@ -16,9 +16,10 @@ import pytest
 
 from sr_platform.core import db
 from sr_platform.core.alerts import send_alert
+from sr_platform.core.settings import Alerts
 from sr_platform.operations import sensors
 from sr_platform.operations.assets import database_health
-from sr_platform.operations.resources import BackupStore, OperationsThresholds
+from sr_platform.operations.resources import AlertChannel, BackupStore, OperationsThresholds
 from sr_platform.operations.sensors import check_failure_alert
 from sr_platform.resources import PostgresResource
 
@@ -50,8 +51,8 @@ def _instance(tmp_path):
         "config": {"base_dir": str(tmp_path / "event_log")}}})
 
 
-def _tick(instance: dg.DagsterInstance, cursor: str | None) -> str | None:
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor)
+def _tick(instance: dg.DagsterInstance, cursor: str | None, alerts: AlertChannel) -> str | None:
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"alerts": alerts})
     return check_failure_alert.evaluate_tick(ctx).cursor
 
 
@@ -59,7 +60,7 @@ def test_the_alert_log_is_0600_in_a_0700_directory(tmp_path):
     log = tmp_path / "alerts" / "deeper" / "alerts.log"
     old = os.umask(0o022)  # the usual umask would give 0755 / 0644
     try:
-        send_alert("job", "run", "boom", log=log, webhook=None)
+        send_alert("job", "run", "boom", Alerts(log))
     finally:
         os.umask(old)
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
@@ -73,8 +74,6 @@ def health_resources(server_url, make_db, tmp_path, monkeypatch):
     # only the checks this test drives can reach ERROR, whatever this machine's disks
     monkeypatch.setenv("SR_PLATFORM_HEALTH_FREE_DISK_PCT_ERROR", "-1")
     monkeypatch.setenv("SR_PLATFORM_HEALTH_WAL_ARCHIVE_FREE_PCT_ERROR", "-1")
-    monkeypatch.setenv("SR_PLATFORM_ALERT_LOG", str(tmp_path / "alerts.log"))
-    monkeypatch.delenv("SR_PLATFORM_ALERT_WEBHOOK", raising=False)
     return {"postgres": PostgresResource(database_url=make_db(server_url)),
             "backups": BackupStore(path=str(tmp_path / "backups"))}
 
@@ -99,18 +98,20 @@ class _Hook(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def hook(monkeypatch) -> Iterator[list[dict]]:
+def hook() -> Iterator[tuple[list[dict], str]]:
+    """What a webhook receives, and its URL."""
     server = HTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("SR_PLATFORM_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_port}/")
     _Hook.received = []
-    yield _Hook.received
+    yield _Hook.received, f"http://127.0.0.1:{server.server_port}/"
     server.shutdown()
 
 
 def test_an_error_health_check_pages_once_per_failure(health_resources, hook, pg_instance,
                                                       tmp_path, monkeypatch):
     log = tmp_path / "alerts.log"
+    hook, webhook = hook
+    alerts = AlertChannel(log=str(log), webhook=webhook)
     instance = pg_instance
 
     def run(dead_ratio_fails: bool) -> str:
@@ -122,7 +123,7 @@ def test_an_error_health_check_pages_once_per_failure(health_resources, hook, pg
         return result.run_id
 
     first = run(True)
-    cursor = _tick(instance, None)
+    cursor = _tick(instance, None, alerts)
     lines = _lines(log)
     # the empty backup directory: backup_is_recent fails at ERROR too
     assert sorted(x["check"] for x in lines) == ["backup_is_recent", "dead_tuple_ratio"]
@@ -137,20 +138,20 @@ def test_an_error_health_check_pages_once_per_failure(health_resources, hook, pg
     # the webhook got the same two alerts; the log notes its answer
     assert sorted(x["check"] for x in hook) == ["backup_is_recent", "dead_tuple_ratio"]
     assert {x["webhook"] for x in lines} == {204}
-    assert _tick(instance, cursor) == cursor  # nothing new: nothing sent
+    assert _tick(instance, cursor, alerts) == cursor  # nothing new: nothing sent
 
     run(True)  # still failing: no second alert
-    cursor = _tick(instance, cursor)
+    cursor = _tick(instance, cursor, alerts)
     assert len(_lines(log)) == 2
 
     run(False)  # passes: one 'resolved' line, no alert
-    cursor = _tick(instance, cursor)
+    cursor = _tick(instance, cursor, alerts)
     (resolved,) = _lines(log)[2:]
     assert (resolved["check"], resolved["resolved"], resolved["error"]) == (
         "dead_tuple_ratio", True, "check dead_tuple_ratio on database_health passed")
 
     again = run(True)  # fails again: a second alert
-    _tick(instance, cursor)
+    _tick(instance, cursor, alerts)
     (alert,) = _lines(log)[3:]
     assert (alert["check"], alert["run_id"], alert["metadata"]["max_dead_tuple_ratio"]) \
         == ("dead_tuple_ratio", again, 0.0)
@@ -162,8 +163,6 @@ def test_history_before_the_first_tick_pages_only_what_still_fails(tmp_path, mon
     """A partitioned check's alerts name the partition; the sensor's first pass over history
     (several ticks here) pages what still fails at its end, from its first failing evaluation,
     not what failed and recovered before."""
-    monkeypatch.setenv("SR_PLATFORM_ALERT_LOG", str(tmp_path / "alerts.log"))
-    monkeypatch.delenv("SR_PLATFORM_ALERT_WEBHOOK", raising=False)
     monkeypatch.setattr(sensors, "BATCH", 2)
     passes: dict[str, bool] = {}
 
@@ -180,29 +179,31 @@ def test_history_before_the_first_tick_pages_only_what_still_fails(tmp_path, mon
                               raise_on_error=False).run_id
 
     log = tmp_path / "alerts.log"
+    alerts = AlertChannel(log=str(log))
     with _instance(tmp_path) as instance:
         run(instance, "GBP_USD", False)
         run(instance, "GBP_USD", True)  # failed and recovered before the sensor ran
         eur = run(instance, "EUR_USD", False)
         run(instance, "EUR_USD", False)
         run(instance, "GBP_USD", True)
-        cursor = _tick(instance, None)  # evaluations 1-2
-        cursor = _tick(instance, cursor)  # 3-4
+        cursor = _tick(instance, None, alerts)  # evaluations 1-2
+        cursor = _tick(instance, cursor, alerts)  # 3-4
         assert _lines(log) == []
-        cursor = _tick(instance, cursor)  # 5: history read
+        cursor = _tick(instance, cursor, alerts)  # 5: history read
         (line,) = _lines(log)
         assert (line["check"], line["asset"], line["partition"], line["metadata"],
                 line["run_id"]) == ("rows", "prices", "EUR_USD", {"rows": 0}, eur)
         assert json.loads(cursor)["catch_up"] is None
         gbp = run(instance, "GBP_USD", False)  # from now on, every transition pages
-        _tick(instance, cursor)
+        _tick(instance, cursor, alerts)
     (line,) = _lines(log)[1:]
     assert (line["partition"], line["run_id"]) == ("GBP_USD", gbp)
 
 
 def test_a_run_sharded_event_log_is_skipped_not_an_error():
     with dg.instance_for_test() as instance:  # Dagster's default: SQLite sharded per run
-        ctx = dg.build_sensor_context(instance=instance)
+        ctx = dg.build_sensor_context(instance=instance,
+                                      resources={"alerts": AlertChannel(log="/nonexistent")})
         data = check_failure_alert.evaluate_tick(ctx)
     assert data.skip_message.startswith("this Dagster instance's event log is run-sharded")
     assert data.cursor is None

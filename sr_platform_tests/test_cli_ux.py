@@ -285,6 +285,29 @@ def test_prune_dry_run_summarises_per_table_and_lists_leaves_with_verbose(cli_db
         "  would delete          2  support_and_resistance_master_h1_prune_t"]
 
 
+def test_prune_takes_its_policy_from_the_settings_main_reads(cli_db, monkeypatch, capfd):
+    """main() reads the settings once and hands the retention policy to core (which reads no
+    environment): SR_PLATFORM_RETENTION_* still set the cutoffs."""
+    monkeypatch.setenv("SR_PLATFORM_RETENTION_EVENTS_YEARS", "3")
+    monkeypatch.setenv("SR_PLATFORM_RETENTION_REJECTED_DAYS", "30")
+    rc, out, _ = _run(capfd, "prune", "--as-of", "2026-12-02", "--dry-run")
+    assert rc == 0
+    assert out.splitlines()[2:7] == [
+        "  new_resistance_events          2023-12-02T00:00:00+00:00             0  - (none)",
+        "  support_and_resistance_master  2023-12-02T00:00:00+00:00             0  - (none)",
+        "  event_features                 2021-12-02T00:00:00+00:00             0  - (none)",
+        "  rejected_events                2026-11-02T00:00:00+00:00             0  - (none)",
+        "  load_log                       2024-12-02T00:00:00+00:00             0  - (none)"]
+
+
+def test_a_setting_that_is_not_a_number_is_one_line_for_every_command(monkeypatch, capfd):
+    monkeypatch.setenv("SR_PLATFORM_RETENTION_EVENTS_YEARS", "two")
+    rc, _, err = _run(capfd, "db", "url")
+    assert rc == 1
+    assert err == ("sr-platform: error: SR_PLATFORM_RETENTION_EVENTS_YEARS='two': expected a "
+                   "whole number\n")
+
+
 # -- recover ---------------------------------------------------------------------------------
 
 @pytest.mark.slow

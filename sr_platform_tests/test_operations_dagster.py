@@ -24,7 +24,7 @@ from sr_platform.operations.assets import (
     retention_pruning,
     sla_benchmark,
 )
-from sr_platform.operations.resources import BackupStore, OperationsThresholds
+from sr_platform.operations.resources import AlertChannel, BackupStore, OperationsThresholds
 from sr_platform.operations.sensors import run_failure_alert
 from sr_platform.resources import PostgresResource
 
@@ -139,7 +139,6 @@ def test_sla_checks_fail_when_a_target_is_impossible(resources, loaded, monkeypa
         assert _sla_probe_traces(loaded, instance) == {"tables": [], "partitions": 0,
                                                        "registry": 0, "dagster": []}
     monkeypatch.setenv("SR_PLATFORM_SLA_INSERT_P99_MS", "0.000001")
-    monkeypatch.setenv("SR_PLATFORM_ALERT_LOG", str(tmp_path / "alerts.log"))
     with dg.instance_for_test() as instance:
         result = dg.materialize([sla_benchmark], resources=_read_thresholds(resources),
                                 raise_on_error=False, instance=instance)
@@ -148,7 +147,8 @@ def test_sla_checks_fail_when_a_target_is_impossible(resources, loaded, monkeypa
         assert checks["single_insert_under_target"].severity == dg.AssetCheckSeverity.ERROR
         assert not result.success  # blocking: the run fails
         # one alert, not two: check_failure_alert pages the check; the run's alert stays quiet
-        run_failure_alert(_failure_context(instance, result.run_id))
+        run_failure_alert(_failure_context(instance, result.run_id,
+                                           AlertChannel(log=str(tmp_path / "alerts.log"))))
         assert not (tmp_path / "alerts.log").exists()
 
 
@@ -243,21 +243,21 @@ class _Hook(BaseHTTPRequestHandler):
         pass
 
 
-def _failure_context(instance: dg.DagsterInstance, run_id: str) -> dg.RunFailureSensorContext:
+def _failure_context(instance: dg.DagsterInstance, run_id: str,
+                     alerts: AlertChannel) -> dg.RunFailureSensorContext:
     failure = next(e for e in instance.all_logs(run_id)
                    if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
     return dg.build_run_status_sensor_context(
         sensor_name="run_failure_alert", dagster_instance=instance,
         dagster_run=instance.get_run_by_id(run_id), dagster_event=failure.dagster_event,
-    ).for_run_failure()
+        resources={"alerts": alerts}).for_run_failure()
 
 
-def test_run_failure_alert_reaches_a_webhook_and_the_log(tmp_path, monkeypatch):
+def test_run_failure_alert_reaches_a_webhook_and_the_log(tmp_path):
     server = HTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("SR_PLATFORM_ALERT_WEBHOOK",
-                       f"http://127.0.0.1:{server.server_port}/alert")
-    monkeypatch.setenv("SR_PLATFORM_ALERT_LOG", str(tmp_path / "alerts.log"))
+    alerts = AlertChannel(log=str(tmp_path / "alerts.log"),
+                          webhook=f"http://127.0.0.1:{server.server_port}/alert")
 
     @dg.op
     def boom():
@@ -271,7 +271,7 @@ def test_run_failure_alert_reaches_a_webhook_and_the_log(tmp_path, monkeypatch):
         with dg.instance_for_test() as instance:
             result = failing.execute_in_process(instance=instance, raise_on_error=False)
             assert not result.success
-            run_failure_alert(_failure_context(instance, result.run_id))
+            run_failure_alert(_failure_context(instance, result.run_id, alerts))
     finally:
         server.shutdown()
     assert len(_Hook.received) == 1

@@ -12,11 +12,6 @@ from pathlib import Path
 from . import settings
 
 
-def alert_log() -> Path:
-    return Path(os.environ.get("SR_PLATFORM_ALERT_LOG")
-                or settings.state_dir() / "alerts.log")
-
-
 def _private_dir(directory: Path) -> None:
     """Create `directory` (and missing parents) 0700 whatever the umask. A directory that
     exists is left as it is (it may be a shared one such as /tmp), except the platform's own
@@ -29,9 +24,8 @@ def _private_dir(directory: Path) -> None:
         directory.chmod(0o700)
 
 
-def write_line(record: dict, log: Path | None = None) -> Path:
+def write_line(record: dict, log: Path) -> Path:
     """Append `record` as one JSON line to the alert log (0600)."""
-    log = log or alert_log()
     _private_dir(log.parent)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
@@ -42,24 +36,22 @@ def write_line(record: dict, log: Path | None = None) -> Path:
     return log
 
 
-def send_alert(job: str, run_id: str, error: str, when: datetime | None = None,
-               webhook: str | None = None, log: Path | None = None,
-               details: dict | None = None) -> dict:
-    """Record one alert; POST it when `webhook` (default SR_PLATFORM_ALERT_WEBHOOK) is set.
+def send_alert(job: str, run_id: str, error: str, to: settings.Alerts,
+               when: datetime | None = None, details: dict | None = None) -> dict:
+    """Record one alert in `to.log`; POST it to `to.webhook` when that is set.
     `details` (e.g. the check, asset, partition and figures of a failed check) are added to
     the payload. A webhook that fails is noted in the log line, never raised: the alert itself
     is logged."""
     payload = {"job": job, "run_id": run_id, "error": error[:2000],
                "time": (when or datetime.now(UTC)).isoformat(), **(details or {})}
-    webhook = webhook or os.environ.get("SR_PLATFORM_ALERT_WEBHOOK") or None
     delivered = None
-    if webhook:
-        req = urllib.request.Request(webhook, data=json.dumps(payload, default=str).encode(),
+    if to.webhook:
+        req = urllib.request.Request(to.webhook, data=json.dumps(payload, default=str).encode(),
                                      headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 delivered = resp.status
         except OSError as exc:
             delivered = f"failed: {exc}"
-    write_line({**payload, "webhook": delivered}, log)
+    write_line({**payload, "webhook": delivered}, to.log)
     return {**payload, "webhook": delivered}

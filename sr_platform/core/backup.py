@@ -61,11 +61,6 @@ class BackupError(RuntimeError):
     pass
 
 
-def backup_dir() -> Path:
-    return Path(os.environ.get("SR_PLATFORM_BACKUP_DIR") or
-                settings.PROJECT_ROOT / "backups").resolve()
-
-
 _held: dict[Path, int] = {}
 _held_guard = threading.Lock()
 
@@ -189,9 +184,9 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def _dagster_url(url: str) -> str | None:
-    """Dagster's storage database on the same server, when we know how to reach it."""
-    explicit = os.environ.get("SR_PLATFORM_DAGSTER_STORAGE_URL")
+def _dagster_url(url: str, explicit: str | None) -> str | None:
+    """Dagster's storage database: `explicit` (SR_PLATFORM_DAGSTER_STORAGE_URL) when set, else
+    the one on the same server, when we know how to reach it."""
     if explicit:
         return db.libpq_url(explicit.replace("+psycopg2", ""))
     if not db.has_passfile(url):
@@ -211,17 +206,20 @@ def _owner(url: str | None) -> str:
 
 
 def take_backup(url: str | None = None, root: Path | None = None,
-                include_dagster: bool = True, now: datetime | None = None) -> Backup:
-    """Dump the platform database (and Dagster's, when reachable) into a new backup
-    directory; complete, fsynced and listed only once its manifest is in place."""
+                include_dagster: bool = True, now: datetime | None = None,
+                dagster_url: str | None = None) -> Backup:
+    """Dump the platform database (and Dagster's, when reachable: `dagster_url`, else found
+    on the same server) into a new backup directory (`root`, default settings.backup_dir());
+    complete, fsynced and listed only once its manifest is in place."""
     started = time.perf_counter()
     owner = _owner(url)
     url = url or db.database_url()
-    root = Path(root or backup_dir()).resolve()
+    root = Path(root or settings.backup_dir()).resolve()
     now = now or datetime.now(UTC)
     with locked(root):
+        dagster = _dagster_url(url, dagster_url) if include_dagster else None
         return build(root, now, lambda partial, backup_id: _dump_into(
-            partial, backup_id, owner, url, include_dagster, now, started))
+            partial, backup_id, owner, dagster, now, started))
 
 
 def build(parent: Path, now: datetime, make):
@@ -248,7 +246,7 @@ def build(parent: Path, now: datetime, make):
     return b
 
 
-def _dump_into(path: Path, backup_id: str, owner: str, url: str, include_dagster: bool,
+def _dump_into(path: Path, backup_id: str, owner: str, dagster: str | None,
                now: datetime, started: float) -> Backup:
     files: dict[str, dict] = {}
     with db.connect(owner) as conn:
@@ -261,7 +259,7 @@ def _dump_into(path: Path, backup_id: str, owner: str, url: str, include_dagster
             if "alembic_version" in counts else None
         _pg_dump(owner, path / "sr_platform.dump", snapshot)  # while the snapshot is held
     files["sr_platform.dump"] = {"database": database}
-    if include_dagster and (dagster := _dagster_url(url)):
+    if dagster:
         _pg_dump(dagster, path / "dagster.dump")
         files["dagster.dump"] = {"database": settings.DAGSTER_DATABASE}
     for name, meta in files.items():
@@ -297,7 +295,7 @@ def _load(path: Path) -> Backup:
 def list_backups(root: Path | None = None) -> list[Backup]:
     """Complete backups (with a valid manifest), oldest first. A directory whose manifest is
     invalid is left out here; get_backup says why."""
-    root = root or backup_dir()
+    root = root or settings.backup_dir()
     if not root.is_dir():
         return []
     found = []
@@ -311,7 +309,7 @@ def list_backups(root: Path | None = None) -> list[Backup]:
 
 
 def get_backup(backup_id: str, root: Path | None = None) -> Backup:
-    root = Path(root or backup_dir())
+    root = Path(root or settings.backup_dir())
     path = root / backup_id
     if ID_PATTERN.fullmatch(backup_id) and (path / MANIFEST).is_file():
         try:
@@ -400,7 +398,7 @@ def verify(backup_id: str | None = None, url: str | None = None,
     """Restore a backup (default: the newest) into a scratch database, compare row counts and
     revision with its manifest, drop the scratch database; record and return the outcome."""
     url = url or db.database_url()
-    root = Path(root or backup_dir())
+    root = Path(root or settings.backup_dir())
     with locked(root):
         backups = list_backups(root)
         if not backups:
@@ -457,7 +455,7 @@ def cleanup(url: str | None = None, root: Path | None = None) -> list[str]:
     """Remove what killed or failed runs left: unfinished backup directories (no manifest,
     or `.partial-*`, logical and physical) and scratch databases of an interrupted
     verification that nobody is connected to. Returns what it removed, one line each."""
-    root = Path(root or backup_dir())
+    root = Path(root or settings.backup_dir())
     removed: list[str] = []
     if not root.is_dir():
         return removed

@@ -24,14 +24,18 @@ class Cycle:
 
 
 def run(url: str | None = None, root: Path | None = None, verify: bool = True,
-        rotate: bool = True, include_dagster: bool = True) -> Cycle:
+        rotate: bool = True, include_dagster: bool = True,
+        dagster_url: str | None = None) -> Cycle:
+    """`dagster_url`: Dagster's storage (SR_PLATFORM_DAGSTER_STORAGE_URL), else found on the
+    platform's server (see backup.take_backup)."""
     from . import pitr  # pitr imports backup
 
-    root = Path(root or backup.backup_dir()).resolve()
+    root = Path(root or settings.backup_dir()).resolve()
     local = not settings.external_database_url()
     with backup.locked(root):
         cleaned = backup.cleanup(url, root)
-        c = Cycle(backup.take_backup(url, root=root, include_dagster=include_dagster),
+        c = Cycle(backup.take_backup(url, root=root, include_dagster=include_dagster,
+                                   dagster_url=dagster_url),
                   cleaned=cleaned)
         if local:
             c.base = pitr.take_base_backup(root=root)

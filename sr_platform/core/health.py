@@ -39,7 +39,7 @@ class Thresholds:
 
     @classmethod
     def from_env(cls) -> "Thresholds":
-        return settings.from_env(cls, "SR_PLATFORM_HEALTH_")
+        return settings.overrides(cls, "SR_PLATFORM_HEALTH_")
 
 
 # every check collect() reports, with what it watches (shown in the UI); thresholds are
@@ -135,12 +135,13 @@ def collect(url: str | None = None, backup_root: Path | None = None,
             data_dir: Path | None = None, thresholds: Thresholds | None = None,
             policy: retention.Policy | None = None, now: datetime | None = None,
             wal_archive: Path | None = None) -> Health:
-    """`wal_archive`: the WAL archive directory to measure (default: the local cluster's when
-    `url` is on it; none for another server)."""
+    """`thresholds` and `policy` default to the code's (Thresholds(), retention.Policy());
+    callers pass the settings' (settings.from_env). `wal_archive`: the WAL archive directory
+    to measure (default: the local cluster's when `url` is on it; none for another server)."""
     url = url or db.database_url()
     now = now or datetime.now(UTC)
-    th = thresholds or Thresholds.from_env()
-    policy = policy or retention.Policy.from_env()
+    th = thresholds or Thresholds()
+    policy = policy or retention.Policy()
     m: dict[str, float | int | None] = {}
     notes: list[str] = []
     with db.connect(url, role=db.READER_ROLE, autocommit=True) as conn:

@@ -25,15 +25,11 @@ from pathlib import Path
 from . import loader
 from .event_files import EventFileError
 from .keys import Pair
+from .settings import LANDING_DIR_ENV
 from .text import printable
 
-LANDING_DIR_ENV = "SR_PLATFORM_LANDING_DIR"
 SETTLE_NS = 120 * 1_000_000_000
 CURSOR_VERSION = 2
-
-
-def landing_dir() -> Path:
-    return Path(os.environ.get(LANDING_DIR_ENV, "data/landing")).resolve()
 
 
 def signature(path: Path) -> str:

@@ -66,7 +66,7 @@ def take_base_backup(root: Path | None = None, now: datetime | None = None) -> B
     """pg_basebackup of the local cluster, checked with pg_verifybackup; built in
     base/.partial-<id> and renamed to base/<id> once complete (see backup.take_backup)."""
     cluster = _require_local()
-    root = Path(root or backup.backup_dir()).resolve()
+    root = Path(root or settings.backup_dir()).resolve()
     started = time.perf_counter()
     now = now or datetime.now(UTC)
     with backup.locked(root):
@@ -100,7 +100,7 @@ def _base_backup_into(cluster: LocalCluster, path: Path, backup_id: str, now: da
 
 
 def list_base_backups(root: Path | None = None) -> list[BaseBackup]:
-    base = (root or backup.backup_dir()) / BASE_DIR
+    base = (root or settings.backup_dir()) / BASE_DIR
     out = []
     for p in sorted(base.iterdir()) if base.is_dir() else []:
         if not p.name.startswith(".") and (p / "manifest.json").is_file():
@@ -114,7 +114,7 @@ def list_base_backups(root: Path | None = None) -> list[BaseBackup]:
 def rotate_base_backups(root: Path | None = None, daily: int = 7, weekly: int = 4) -> list[str]:
     """Apply the rotation to base backups, then drop archived WAL older than the oldest kept
     base backup (nothing before it can be recovered anyway)."""
-    removed = backup.rotate((root or backup.backup_dir()) / BASE_DIR, daily, weekly)
+    removed = backup.rotate((root or settings.backup_dir()) / BASE_DIR, daily, weekly)
     kept = list_base_backups(root)
     if kept and not settings.external_database_url():
         cluster = db.local_cluster()

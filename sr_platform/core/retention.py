@@ -69,7 +69,7 @@ class Policy:
 
     @classmethod
     def from_env(cls) -> "Policy":
-        return settings.from_env(cls, "SR_PLATFORM_RETENTION_")
+        return settings.overrides(cls, "SR_PLATFORM_RETENTION_")
 
     def cutoffs(self, as_of: datetime) -> dict[str, datetime]:
         """The oldest instant each table keeps (rows strictly before it go)."""
@@ -285,14 +285,15 @@ def _prune_leaf(conn, leaf: str, column: str, cutoff: datetime, batch_rows: int,
 def prune(url: str | None = None, as_of: datetime | None = None, dry_run: bool = False,
           archive_dir: Path | None = None, policy: Policy | None = None,
           batch_rows: int = BATCH_ROWS) -> PruneReport:
-    """Apply the retention policy as of `as_of` (default now). Safe to rerun and to run while
+    """Apply the retention `policy` (default: the code's, Policy()) as of `as_of` (default
+    now). Safe to rerun and to run while
     loads run (each batch is short; loads of other rows are not blocked). Raises PruneError
     when it stops part way (a full archive disk, a lost connection...): every row deleted
     before is in a completed archive file; the batch in progress was not deleted."""
     started = time.perf_counter()
     url = url or db.database_url()
     as_of = as_of or datetime.now(UTC)
-    policy = policy or Policy.from_env()
+    policy = policy or Policy()
     cut = policy.cutoffs(as_of)
     report = PruneReport(as_of, cut, dry_run, rows={EVENTS: 0, LEVELS: 0, FEATURES: 0,
                                                     "rejected_events": 0, "load_log": 0})

@@ -32,7 +32,7 @@ class Targets:
 
     @classmethod
     def from_env(cls) -> "Targets":
-        return settings.from_env(cls, "SR_PLATFORM_SLA_")
+        return settings.overrides(cls, "SR_PLATFORM_SLA_")
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:

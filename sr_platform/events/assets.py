@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
-from ..core import db, ingest, landing, loader
+from ..core import ingest, landing, loader
 from ..core.features import refresh_features
 from ..core.ingest import CHECK_COUNTS, CHECK_REJECTED, EVENTS_CHECKS
 from ..core.levels import refresh_levels
@@ -47,8 +47,9 @@ class LoadConfig(dg.Config):
     files: list[str] = []
 
 
-def _stats(url: str, pair: tuple[str, str], xids: Iterable[str] = ()) -> ingest.PairStats:
-    with db.connect(url, role=db.READER_ROLE, autocommit=True) as conn:
+def _stats(postgres: PostgresResource, pair: tuple[str, str],
+           xids: Iterable[str] = ()) -> ingest.PairStats:
+    with postgres.connect("reader", autocommit=True) as conn:
         return ingest.pair_stats(conn, pair, xids)
 
 
@@ -95,7 +96,7 @@ def new_resistance_events(context: dg.AssetExecutionContext, config: LoadConfig,
             part.xids.append(r.xid)
             if r.rejected:
                 part.rejected_by_file[path.name] = r.rejected
-    report = ingest.PairReport(part, _stats(url, pair, part.xids))
+    report = ingest.PairReport(part, _stats(postgres, pair, part.xids))
     read = sum(r.rows_read for r in results)
     seconds = sum(r.seconds for r in results)
     return dg.MaterializeResult(
@@ -122,7 +123,7 @@ def support_and_resistance_master(context: dg.AssetExecutionContext,
     pair = pair_of_context(context)
     url = postgres.url()
     levels = refresh_levels(url, pair)
-    report = ingest.PairReport(ingest.PairLoad(pair), _stats(url, pair), levels=levels)
+    report = ingest.PairReport(ingest.PairLoad(pair), _stats(postgres, pair), levels=levels)
     return dg.MaterializeResult(metadata=levels_metadata(report))
 
 
@@ -139,6 +140,6 @@ def event_features(context: dg.AssetExecutionContext,
     pair = pair_of_context(context)
     url = postgres.url()
     features = refresh_features(url, pair)
-    report = ingest.PairReport(ingest.PairLoad(pair), _stats(url, pair), features=features)
+    report = ingest.PairReport(ingest.PairLoad(pair), _stats(postgres, pair), features=features)
     return dg.MaterializeResult(metadata=features_metadata(report))
 

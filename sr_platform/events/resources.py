@@ -4,7 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..core import landing
+from ..core import settings
 
 
 class LandingZone(dg.ConfigurableResource):
@@ -13,4 +13,4 @@ class LandingZone(dg.ConfigurableResource):
     path: str | None = None
 
     def directory(self) -> Path:
-        return Path(self.path).resolve() if self.path else landing.landing_dir()
+        return Path(self.path).resolve() if self.path else settings.landing_dir()

@@ -53,11 +53,13 @@ class RetentionConfig(dg.Config):
                       "older than 2 years, features older than 5 years, quarantine older than "
                       "1 year, load log older than 2 years; batched per leaf.")
 def retention_pruning(context: dg.AssetExecutionContext, config: RetentionConfig,
-                      postgres: PostgresResource, backups: BackupStore) -> dg.MaterializeResult:
+                      postgres: PostgresResource, backups: BackupStore,
+                      thresholds: OperationsThresholds) -> dg.MaterializeResult:
     as_of = datetime.fromisoformat(config.as_of.replace("Z", "+00:00")) if config.as_of \
         else None
     r = retention.prune(postgres.url(), as_of=as_of, dry_run=config.dry_run,
-                        archive_dir=backups.directory() / "archive" if config.archive else None)
+                        archive_dir=backups.directory() / "archive" if config.archive else None,
+                        policy=thresholds.retention_policy())
     context.log.info(f"retention as of {r.as_of.isoformat()}: {r.rows}")
     meta: dict = {f"rows_pruned_{t}": v for t, v in r.rows.items()}
     meta |= {f"oldest_{t}": dg.MetadataValue.text(v.isoformat() if v else "-")
@@ -83,7 +85,8 @@ def retention_pruning(context: dg.AssetExecutionContext, config: RetentionConfig
                       "rotation (7 daily, 4 weekly) and WAL cleanup.")
 def database_backup(context: dg.AssetExecutionContext, postgres: PostgresResource,
                     backups: BackupStore):
-    c = backup_cycle.run(postgres.url(), root=backups.directory())
+    c = backup_cycle.run(postgres.url(), root=backups.directory(),
+                         dagster_url=backups.dagster_url())
     b, outcome = c.logical, c.verification
     meta: dict = {"backup_id": b.id, "path": dg.MetadataValue.path(str(b.path)),
                   "logical_bytes": b.bytes, "logical_seconds": round(b.seconds, 3),
@@ -136,7 +139,8 @@ HEALTH_CHECKS = health.CHECK_NAMES  # every check health.collect() reports
 def database_health(context: dg.AssetExecutionContext, postgres: PostgresResource,
                     backups: BackupStore, thresholds: OperationsThresholds):
     h = health.collect(postgres.url(), backup_root=backups.directory(),
-                       thresholds=thresholds.health_thresholds())
+                       thresholds=thresholds.health_thresholds(),
+                       policy=thresholds.retention_policy())
     meta: dict = _figures(h.metrics)
     meta |= {f"oldest_{t}": dg.MetadataValue.text(v.isoformat() if v else "-")
              for t, v in h.oldest.items()}

@@ -5,16 +5,35 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..core import backup, health, sla
+from ..core import health, retention, settings, sla
 
 
 class BackupStore(dg.ConfigurableResource):
-    """Where backups and retention archives go (SR_PLATFORM_BACKUP_DIR, default backups/)."""
+    """Where backups and retention archives go (SR_PLATFORM_BACKUP_DIR, default backups/),
+    and Dagster's storage URL, whose database backups include (SR_PLATFORM_DAGSTER_STORAGE_URL;
+    unset: found on the local cluster). Unset fields take the settings' defaults when used."""
 
     path: str | None = None
+    dagster_storage_url: str | None = None
 
     def directory(self) -> Path:
-        return Path(self.path).resolve() if self.path else backup.backup_dir()
+        return Path(self.path).resolve() if self.path else settings.backup_dir()
+
+    def dagster_url(self) -> str | None:
+        return self.dagster_storage_url or settings.Database.from_env().dagster_storage_url
+
+
+class AlertChannel(dg.ConfigurableResource):
+    """Where the alert sensors write (SR_PLATFORM_ALERT_LOG, default .sr_platform/alerts.log)
+    and POST (SR_PLATFORM_ALERT_WEBHOOK). Unset fields take the settings' defaults when used."""
+
+    log: str | None = None
+    webhook: str | None = None
+
+    def target(self) -> settings.Alerts:
+        default = settings.Alerts.from_env()
+        return settings.Alerts(Path(self.log) if self.log else default.log,
+                               self.webhook or default.webhook)
 
 
 class HealthThresholds(dg.Config):
@@ -27,6 +46,15 @@ class HealthThresholds(dg.Config):
     min_rows_for_dead_ratio: int
     wal_archive_gb: float
     wal_archive_free_pct: list[float]
+
+
+class RetentionPolicy(dg.Config):
+    """retention.Policy as config."""
+
+    events_years: int
+    features_years: int
+    rejected_days: int
+    load_log_days: int
 
 
 class SlaTargets(dg.Config):
@@ -51,18 +79,27 @@ def _as_settings(cls: type, config: dg.Config) -> object:
 
 
 class OperationsThresholds(dg.ConfigurableResource):
-    """The health checks' thresholds and the SLA checks' targets, as resource config (the UI
-    shows them on the resource). The code location reads them once, when it loads
-    (from_env: SR_PLATFORM_HEALTH_* and SR_PLATFORM_SLA_* over the defaults), and the assets
-    hand them to core."""
+    """The health checks' thresholds, the SLA checks' targets and the retention policy, as
+    resource config (the UI shows them on the resource). The code location reads them once,
+    when it loads (from_env: SR_PLATFORM_HEALTH_*, SR_PLATFORM_SLA_* and
+    SR_PLATFORM_RETENTION_* over the defaults), and the assets hand them to core."""
 
     health: HealthThresholds
     sla: SlaTargets
+    retention: RetentionPolicy
 
     @classmethod
     def from_env(cls) -> "OperationsThresholds":
-        return cls(health=HealthThresholds(**_as_config(health.Thresholds.from_env())),
-                   sla=SlaTargets(**_as_config(sla.Targets.from_env())))
+        return cls.from_settings(settings.from_env())
+
+    @classmethod
+    def from_settings(cls, s: settings.Settings) -> "OperationsThresholds":
+        return cls(health=HealthThresholds(**_as_config(s.health)),
+                   sla=SlaTargets(**_as_config(s.sla)),
+                   retention=RetentionPolicy(**_as_config(s.retention)))
+
+    def retention_policy(self) -> retention.Policy:
+        return _as_settings(retention.Policy, self.retention)
 
     def health_thresholds(self) -> health.Thresholds:
         return _as_settings(health.Thresholds, self.health)

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from ..core.alerts import send_alert, write_line
+from ..core.settings import Alerts
+from .resources import AlertChannel
 
 
 @dg.run_failure_sensor(name="run_failure_alert", default_status=dg.DefaultSensorStatus.RUNNING,
@@ -19,13 +21,13 @@ from ..core.alerts import send_alert, write_line
                        description="Writes an alert line to SR_PLATFORM_ALERT_LOG (default "
                                    ".sr_platform/alerts.log) and POSTs JSON to "
                                    "SR_PLATFORM_ALERT_WEBHOOK when set.")
-def run_failure_alert(context: dg.RunFailureSensorContext) -> None:
+def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertChannel) -> None:
     run = context.dagster_run
     steps = context.get_step_failure_events()
     if steps and all(_blocking_check_failure(e) for e in steps):
         return  # check_failure_alert pages it, with the check, partition and figures: once
     error = context.failure_event.message or "run failed"
-    send_alert(run.job_name, run.run_id, error)
+    send_alert(run.job_name, run.run_id, error, alerts.target())
 
 
 def _blocking_check_failure(event: dg.DagsterEvent) -> bool:
@@ -77,16 +79,16 @@ class _Evaluation:
         self.when = datetime.fromtimestamp(self.entry.timestamp, UTC)
         self.where = f"check {ev.check_name} on {asset}{f' [{partition}]' if partition else ''}"
 
-    def alert(self) -> None:
+    def alert(self, to: Alerts) -> None:
         send_alert(self.entry.job_name or "", self.entry.run_id,
                    f"{self.where} failed (ERROR): "
                    f"{self.details['description'] or 'no description'}",
-                   when=self.when, details=self.details)
+                   to, when=self.when, details=self.details)
 
-    def resolved(self) -> None:
+    def resolved(self, to: Alerts) -> None:
         write_line({"job": self.entry.job_name, "run_id": self.entry.run_id, "resolved": True,
                     "error": f"{self.where} {'passed' if self.passed else 'is at WARN'}",
-                    "time": self.when.isoformat(), **self.details})
+                    "time": self.when.isoformat(), **self.details}, to.log)
 
 
 def _key_order(key: tuple) -> tuple:
@@ -102,7 +104,8 @@ def _key_order(key: tuple) -> tuple:
                        "WARN, or there was none. While it stays failed it alerts no more; "
                        "its recovery is logged as a 'resolved' line. Its first pass over "
                        "the instance's history pages only what still fails at its end.")
-def check_failure_alert(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+def check_failure_alert(context: dg.SensorEvaluationContext,
+                        alerts: AlertChannel) -> dg.SkipReason:
     storage = context.instance.event_log_storage
     if storage.is_run_sharded:  # its event ids are per run: no cursor across runs
         return dg.SkipReason("this Dagster instance's event log is run-sharded (Dagster's "
@@ -121,20 +124,21 @@ def check_failure_alert(context: dg.SensorEvaluationContext) -> dg.SkipReason:
         dg.EventRecordsFilter(dg.DagsterEventType.ASSET_CHECK_EVALUATION,
                               after_cursor=state["after"]), limit=BATCH, ascending=True)
     runs: dict[str, str | None] = {}
+    to = alerts.target()
     alerted = resolved = 0
     for record in records:
         ev = _Evaluation(record, context.instance, runs)
         if ev.error and ev.key not in failing:
             failing.add(ev.key)
             if catch_up is None:
-                ev.alert()
+                ev.alert(to)
                 alerted += 1
             else:
                 catch_up[ev.key] = record.storage_id
         elif not ev.error and ev.key in failing:
             failing.discard(ev.key)
             if catch_up is None:
-                ev.resolved()
+                ev.resolved(to)
                 resolved += 1
             else:
                 catch_up.pop(ev.key)
@@ -143,7 +147,7 @@ def check_failure_alert(context: dg.SensorEvaluationContext) -> dg.SkipReason:
             for record in storage.get_event_records(dg.EventRecordsFilter(
                     dg.DagsterEventType.ASSET_CHECK_EVALUATION,
                     storage_ids=sorted(catch_up.values())), ascending=True):
-                _Evaluation(record, context.instance, runs).alert()
+                _Evaluation(record, context.instance, runs).alert(to)
                 alerted += 1
         catch_up = None
     context.update_cursor(json.dumps({
