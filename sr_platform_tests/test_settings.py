@@ -88,13 +88,15 @@ def test_code_location_resources_carry_the_settings(bare_env, monkeypatch):
     monkeypatch.setenv(settings.ALERT_WEBHOOK_ENV, "http://hooks.example/secret-token")
     monkeypatch.setenv(settings.BACKUP_DIR_ENV, str(bare_env / "b"))
     monkeypatch.setenv("SR_PLATFORM_RETENTION_EVENTS_YEARS", "3")
+    monkeypatch.setenv("SR_PLATFORM_RETENTION_CHANGE_LOG_DAYS", "3")
     r = operations.resources(settings.from_env(), env_or_default)
     assert r["alerts"].webhook == dg.EnvVar(settings.ALERT_WEBHOOK_ENV)
     assert r["alerts"].log is None
     assert r["backups"].path == dg.EnvVar(settings.BACKUP_DIR_ENV)
     assert r["backups"].dagster_storage_url is None
     assert r["thresholds"].retention.events_years == 3
-    assert r["thresholds"].retention_policy() == retention.Policy(events_years=3)
+    assert r["thresholds"].retention_policy() == retention.Policy(events_years=3,
+                                                                 change_log_days=3)
     # as a run sees it: the EnvVar resolved, the unset log the settings' default
     alerts = r["alerts"].process_config_and_initialize()
     assert alerts.target() == settings.Alerts(bare_env / "home" / "alerts.log",

@@ -55,6 +55,7 @@ class RetentionPolicy(dg.Config):
     features_years: int
     rejected_days: int
     load_log_days: int
+    change_log_days: int
 
 
 class SlaTargets(dg.Config):
