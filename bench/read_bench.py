@@ -199,10 +199,11 @@ def _clients(url: str) -> tuple[dict, list[str]]:
     except ImportError:
         missing.append("connectorx (pip install connectorx)")
     try:
+        import connectorx  # noqa: F401  polars.read_database_uri's default engine
         import polars as pl
         clients["polars.read_database_uri"] = lambda q: pl.read_database_uri(q, plain)
-    except ImportError:
-        missing.append("polars (pip install polars)")
+    except ImportError:  # polars is in the test extra, connectorx only in the bench one
+        missing.append("polars with connectorx (pip install polars connectorx)")
     return clients, missing
 
 
