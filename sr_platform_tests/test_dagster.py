@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from sr_platform.core import migrate
+from sr_platform.core import catalog, migrate
 from sr_platform.definitions import defs
 from sr_platform.resources import PostgresResource
 from sr_platform.schema.assets import database_schema
@@ -34,7 +34,11 @@ def test_materialize_database_schema(server_url, make_db):
     meta = result.asset_materializations_for_node("database_schema")[0].metadata
     assert meta["revision"].value == migrate.head()
     assert meta["previous_revision"].value == "None"
-    assert meta["table_count"].value == 6  # 0005 added event_id_registry
+    # 0005 added event_id_registry, 0009 the change log, its counter and pending changes
+    assert meta["table_count"].value == 9
+    assert sorted(catalog.schema_summary(url).tables) == [
+        "change_log", "change_pending", "change_seq", "event_features", "event_id_registry",
+        "load_log", "new_resistance_events", "rejected_events", "support_and_resistance_master"]
     assert meta["partition_count"].value == 0
     # a second materialization is a no-op upgrade
     again = dg.materialize([database_schema],
