@@ -38,6 +38,7 @@ from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict
 
 from . import db, settings
+from . import split_read as sr
 from .keys import EVENTS, FEATURES, GRANULARITIES, INSTRUMENT_RE, LEVELS, Pair
 from .queries import as_decimal
 
@@ -54,15 +55,15 @@ class Col:
 
     name: str
     expr: str
-    kind: str  # text | ts | dec | int16 | int32
+    kind: str  # text | uuid (as text) | ts | dec | int16 | int32
     precision: int = 18
     scale: int = 6
 
     def arrow(self, exact: bool) -> pa.DataType:
         if self.kind == "dec":
             return pa.decimal128(self.precision, self.scale) if exact else pa.float64()
-        return {"text": pa.string(), "ts": pa.timestamp("us"), "int16": pa.int16(),
-                "int32": pa.int32()}[self.kind]
+        return {"text": pa.string(), "uuid": pa.string(), "ts": pa.timestamp("us"),
+                "int16": pa.int16(), "int32": pa.int32()}[self.kind]
 
     def select(self) -> sql.Composable:
         # timestamps as UTC wall time: the text carries no offset, Arrow reads it as naive UTC
@@ -82,17 +83,17 @@ def _cols(alias: str, spec: str) -> tuple[Col, ...]:
     return tuple(out)
 
 
-EVENT_COLS = _cols("e", "original_event_id:text event_type:text event_creation_date:ts "
+EVENT_COLS = _cols("e", "original_event_id:uuid event_type:text event_creation_date:ts "
                    "granularity:text instrument:text event_price_level:dec "
                    "atr_at_event:dec volume_at_event:dec:18:2 "
                    "new_resistance_negative_rebound:dec "
                    "new_resistance_negative_rebound_in_atr:dec day_of_week:int16 "
                    "hour_of_day:int16")
-LEVEL_COLS = (Col("id", "l.id", "text"),) + _cols(
-    "l", "original_event_id:text instrument:text granularity:text event_creation_date:ts "
+LEVEL_COLS = (Col("id", "l.id", "uuid"),) + _cols(
+    "l", "original_event_id:uuid instrument:text granularity:text event_creation_date:ts "
     "e.event_price_level:dec e.atr_at_event:dec event_type:text status:text test_count:int32 "
     "last_test_date:ts breach_date:ts")
-FEATURE_COLS = _cols("f", "original_event_id:text instrument:text granularity:text "
+FEATURE_COLS = _cols("f", "original_event_id:uuid instrument:text granularity:text "
                      "event_creation_date:ts event_type:text event_price_level:dec "
                      "atr_at_event:dec atr_pct_of_price:dec:18:8 volume_at_event:dec:18:2 "
                      "negative_rebound:dec negative_rebound_in_atr:dec day_of_week:int16 "
@@ -441,18 +442,7 @@ SOURCES = {EVENTS: Source(EVENTS, EVENT_COLS), LEVELS: Source(LEVELS, LEVEL_COLS
 
 def existing_pairs(conn: psycopg.Connection, table: str) -> list[Pair]:
     """(instrument, granularity) of every leaf of `table`, sorted (the catalogue, not a scan)."""
-    rows = conn.execute(
-        r"""SELECT (regexp_match(pg_get_expr(leaf.relpartbound, leaf.oid),
-                                 'IN \(''(.*)''\)'))[1],
-                   (regexp_match(pg_get_expr(mid.relpartbound, mid.oid), 'IN \(''(.*)''\)'))[1]
-            FROM pg_inherits i1
-            JOIN pg_class mid ON mid.oid = i1.inhrelid
-            JOIN pg_inherits i2 ON i2.inhparent = mid.oid
-            JOIN pg_class leaf ON leaf.oid = i2.inhrelid
-            WHERE i1.inhparent = to_regclass(%s)
-              AND pg_get_expr(leaf.relpartbound, leaf.oid) <> 'FOR VALUES IN (NULL)'""",
-        (f"public.{table}",)).fetchall()
-    return sorted((i, g) for i, g in rows if i is not None and g is not None)
+    return [leaf.pair for leaf in sr.leaves(conn, table)]
 
 
 def _pairs(conn: psycopg.Connection, q: Query, table: str) -> list[Pair]:
@@ -534,6 +524,8 @@ def copy_out(conn: psycopg.Connection, copy: sql.Composable) -> bytearray:
         while pg.flush():
             select.select([], [pg.socket], [])
         res = _next_result(pg)
+        while res is not None and res.status == pq.ExecStatus.COMMAND_OK:
+            res = _next_result(pg)  # statements before the COPY (split_read.snapshot_sql)
         if res is None or res.status != pq.ExecStatus.COPY_OUT:
             _drain(pg)
             raise _error(conn, res)
@@ -547,10 +539,13 @@ def copy_out(conn: psycopg.Connection, copy: sql.Composable) -> bytearray:
                 pg.consume_input()
             else:  # -1 done, -2 error: the result says which
                 break
-        res = _next_result(pg)
-        _drain(pg)
-        if res is None or res.status != pq.ExecStatus.COMMAND_OK:
-            raise _error(conn, res)
+        # the COPY's own result, then those of any statements after it (COMMIT)
+        results = []
+        while (res := _next_result(pg)) is not None:
+            results.append(res)
+        bad = next((r for r in results if r.status != pq.ExecStatus.COMMAND_OK), None)
+        if bad is not None or not results:
+            raise _error(conn, bad)
     return buf
 
 
@@ -572,23 +567,23 @@ def _error(conn: psycopg.Connection, res: Any) -> Exception:
     return psycopg.errors.error_from_result(res, encoding=conn.info.encoding)
 
 
-def _block_size(data: bytes | bytearray | IO[bytes]) -> int:
+def _block_size(data: bytes | bytearray | memoryview | IO[bytes]) -> int:
     """The parser's block: the whole of a small buffer (no 4 MB block to fill for 1,000
     rows), 4 MB of a big one or a stream."""
-    size = len(data) if isinstance(data, bytes | bytearray) else 1 << 22
+    size = len(data) if isinstance(data, bytes | bytearray | memoryview) else 1 << 22
     return min(max(size + 1, 1 << 16), 1 << 22)
 
 
-def _csv_table(data: bytes | bytearray | IO[bytes], cols: Sequence[Col], exact: bool
-               ) -> pa.Table:
+def _csv_table(data: bytes | bytearray | memoryview | IO[bytes], cols: Sequence[Col],
+               exact: bool) -> pa.Table:
     """COPY's CSV (a buffer or a stream) as an Arrow table of `cols`' types."""
     types = {c.name: c.arrow(exact) for c in cols}
-    if isinstance(data, bytes | bytearray) and not data:
+    if isinstance(data, bytes | bytearray | memoryview) and not data:
         table = pa.table({n: pa.array([], t) for n, t in types.items()})
     else:
-        read = pacsv.read_csv if isinstance(data, bytes | bytearray) else pacsv.open_csv
-        table = read(
-            pa.py_buffer(data) if isinstance(data, bytes | bytearray) else data,
+        whole = isinstance(data, bytes | bytearray | memoryview)
+        table = (pacsv.read_csv if whole else pacsv.open_csv)(
+            pa.py_buffer(data) if whole else data,
             # one thread: on a shared 2-core machine the parallel parse was slower (0.61 s
             # against 0.34 s for 1M rows), and a small read skips the thread pool
             read_options=pacsv.ReadOptions(column_names=list(types), use_threads=False,
@@ -685,6 +680,10 @@ def read_table(source: str, q: Query, url: Any = None) -> pa.Table:
         needed |= {"event_price_level", "atr_at_event", *OUTCOME_COLUMNS}
     cols = [c for c in src.cols if c.name in needed]
     with connection(url) as conn:
+        if source != LEVELS and q.latest is None and (url is None or isinstance(url, str)):
+            table = _split_read(conn, _tool_url(url), src, q, cols)
+            if table is not None:  # already in ORDER
+                return table.select(list(names))
         query = select_sql(conn, src, q, cols)
         table = None
         if query is not None and _may_be_big(q):
@@ -696,6 +695,49 @@ def read_table(source: str, q: Query, url: Any = None) -> pa.Table:
     owned = [table]
     del table  # _sorted_owned holds the only reference: it frees each column once reordered
     return _sorted_owned(owned).select(list(names))
+
+
+def _split_read(conn: psycopg.Connection, url: str, src: Source, q: Query,
+                cols: Sequence[Col]) -> pa.Table | None:
+    """A range read of events or features in parallel streams on one snapshot
+    (split_read.py), through psql processes when big; None when the selected leaves are too
+    small to be worth it (one COPY reads it)."""
+    chosen = sr.chosen_leaves(conn, src.table, q.instruments, q.granularities)
+    if q.price is not None or sum(max(leaf.rows, 0) for leaf in chosen) < sr.SPLIT_MIN_ROWS:
+        return None  # a price band reads few rows through its index
+    streams = sr.plan(chosen, q.start, q.end, sr.STREAMS)
+    if len(streams) < 2:
+        return None
+    big = _may_be_big(q) and _psql() is not None and _estimate(
+        conn, select_sql(conn, src, q, cols)) >= BIG_ROWS
+    rest = [c for c in cols if c.name not in ("instrument", "granularity")]
+    scols = [Col(sr.PAIR, "", "int16"), *rest]
+    select = sql.SQL(", ").join(c.select() for c in rest)
+    queries = [sr.stream_sql(branches, select, src.key(),
+                             lambda lo, hi: src.where(sr.shares(q, lo, hi)))
+               for branches in streams]
+
+    copies = [f"COPY ({query.as_string(conn)}) TO STDOUT WITH (FORMAT csv)"
+              for query in queries]
+
+    def in_process(c: psycopg.Connection, copy: str) -> pa.Table:
+        with _iso_datestyle(c):
+            return _csv_table(copy_out(c, sql.SQL(copy)), scols, q.exact)
+
+    def read_one(i: int, snapshot: str, _query: sql.Composable) -> pa.Table:
+        if i == 0 and not big:  # the snapshot's own transaction
+            return in_process(conn, copies[0])
+        copy = sr.snapshot_sql(snapshot, copies[i])
+        if big:  # psql receives the rows in C (libpq hands them to Python one at a time)
+            table = psql_table(url, None, scols, q.exact, command=copy)
+            if table is not None:
+                return table
+        with connection(url) as other:
+            return in_process(other, copy)
+
+    parts = sr.run_streams(conn, queries, read_one)
+    return sr.assemble(parts, [leaf.pair for leaf in chosen], [c.name for c in cols],
+                       lambda t: t.sort_by([(k, "ascending") for k in ORDER]))
 
 
 # ---------------------------------------------------------------- big reads through psql
@@ -728,12 +770,17 @@ def _big_read(conn: psycopg.Connection, url: str | None, query: sql.Composable,
     as much as the server's own COPY); psql receives it in C and writes it to a pipe that
     pyarrow parses as it streams, so the client's per-row work is the parse alone, in
     bounded memory (no whole CSV text held). A process costs ~10-20 ms, hence big reads."""
-    if url is None or _psql() is None:
-        return None
-    plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(query)).fetchone()[0]
-    if plan[0]["Plan"]["Plan Rows"] < BIG_ROWS:
+    if url is None or _psql() is None or _estimate(conn, query) < BIG_ROWS:
         return None
     return psql_table(url, query.as_string(conn), cols, exact)
+
+
+def _estimate(conn: psycopg.Connection, query: sql.Composable | None) -> float:
+    """The planner's row estimate of `query`."""
+    if query is None:
+        return 0.0
+    plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(query)).fetchone()[0]
+    return plan[0]["Plan"]["Plan Rows"]
 
 
 @functools.cache
@@ -764,13 +811,15 @@ class _Prefixed(io.RawIOBase):
         return self.rest.readinto(b)
 
 
-def psql_table(url: str, query: str, cols: Sequence[Col], exact: bool) -> pa.Table | None:
-    """COPY `query` through a psql process, parsed as it streams; None if psql fails before
-    sending any row (e.g. it cannot log in the way psycopg does): the caller reads in process.
-    The password (if the URL holds one) goes through the environment, never argv."""
+def psql_table(url: str, query: str | None, cols: Sequence[Col], exact: bool,
+               command: str | None = None) -> pa.Table | None:
+    """COPY `query` (or run `command`, whose one COPY sends the rows) through a psql process,
+    parsed as it streams; None if psql fails before sending any row (e.g. it cannot log in the
+    way psycopg does): the caller reads in process. The password (if the URL holds one) goes
+    through the environment, never argv."""
     conninfo, env = db.tool_target(url)
     env = {**os.environ, **env, "PGDATESTYLE": "ISO", "PGCLIENTENCODING": "UTF8"}
-    copy = f"COPY ({query}) TO STDOUT WITH (FORMAT csv)"
+    copy = command or f"COPY ({query}) TO STDOUT WITH (FORMAT csv)"
     proc = subprocess.Popen([str(_psql()), "-X", "-q", "-v", "ON_ERROR_STOP=1",
                              "-d", conninfo, "-c", copy], stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
