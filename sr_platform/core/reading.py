@@ -69,8 +69,9 @@ class Col:
         # timestamps as UTC wall time: the text carries no offset, Arrow reads it as naive UTC
         # and only the type changes to UTC-aware (no pass over the data)
         expr = sql.SQL(self.expr)
-        return (sql.SQL("({}) AT TIME ZONE 'UTC'").format(expr) if self.kind == "ts"
-                else expr)
+        if self.kind == "ts":
+            expr = sql.SQL("({}) AT TIME ZONE 'UTC'").format(expr)
+        return sql.SQL("{} AS {}").format(expr, sql.Identifier(self.name))
 
 
 def _cols(alias: str, spec: str) -> tuple[Col, ...]:
@@ -473,7 +474,16 @@ def select_sql(conn: psycopg.Connection, src: Source, q: Query, cols: Sequence[C
                              "DESC, {k}.original_event_id DESC LIMIT {})").format(
             select, src.from_(), sql.SQL(" AND ").join(src.where(one)), sql.Literal(q.latest),
             k=sql.SQL(k)))
+    if len(parts) == 1 and _one_pair(q):
+        # one pair: the server puts its N rows in ORDER (no client sort)
+        return sql.SQL("SELECT * FROM {} x ORDER BY {}").format(parts[0], sql.SQL(", ").join(
+            sql.Identifier(c) for c in ("event_creation_date", "original_event_id")))
     return sql.SQL(" UNION ALL ").join(parts) if parts else None
+
+
+def _one_pair(q: Query) -> bool:
+    return (q.instruments is not None and len(q.instruments) == 1
+            and q.granularities is not None and len(q.granularities) == 1)
 
 
 # ---------------------------------------------------------------- COPY -> Arrow
@@ -692,6 +702,8 @@ def read_table(source: str, q: Query, url: Any = None) -> pa.Table:
             table = copy_table(conn, query, cols, q.exact)
         if source == LEVELS and q.as_of is not None:
             table = _as_of_outcomes(conn, table, q)
+    if q.latest is not None and _one_pair(q) and source != LEVELS:
+        return table.select(list(names))  # ordered by the server (select_sql)
     owned = [table]
     del table  # _sorted_owned holds the only reference: it frees each column once reordered
     return _sorted_owned(owned).select(list(names))
@@ -742,7 +754,7 @@ def _split_read(conn: psycopg.Connection, url: str, src: Source, q: Query,
 
 # ---------------------------------------------------------------- big reads through psql
 
-BIG_ROWS = 100_000  # the planner's estimate from which a read goes through psql
+BIG_ROWS = 400_000  # the planner's estimate from which a read goes through psql
 
 
 def _may_be_big(q: Query) -> bool:
