@@ -61,9 +61,9 @@ def streams(monkeypatch):
     seen: list[int] = []
     real = sr.run_streams
 
-    def recorded(conn, queries, read_one):
-        seen.append(len(queries))
-        return real(conn, queries, read_one)
+    def recorded(conn, streams, read_one):
+        seen.append(streams)
+        return real(conn, streams, read_one)
     monkeypatch.setattr(sr, "SPLIT_MIN_ROWS", 0)
     monkeypatch.setattr(sr, "STREAMS", 3)
     monkeypatch.setattr(sr, "run_streams", recorded)
@@ -138,7 +138,7 @@ def test_every_stream_reads_the_snapshot_of_the_first(data_url):
     with psycopg.connect(db.libpq_url(reader_url), autocommit=True) as lead:
         before = int(lead.execute("SELECT count(*) FROM new_resistance_events").fetchone()[0])
 
-        def read_one(i, snapshot, query):
+        def read_one(i, snapshot):
             if i == 0:
                 with psycopg.connect(db.libpq_url(data_url), autocommit=True) as writer:
                     writer.execute(
@@ -148,12 +148,12 @@ def test_every_stream_reads_the_snapshot_of_the_first(data_url):
                         "new_resistance_negative_rebound_in_atr, day_of_week, hour_of_day) "
                         "VALUES (%s, '2026-02-20', 'D', 'EUR_USD', 1, 1, 0, 0, 4, 0)", (late,))
                 first_done.set()
-                return int(bytes(reading.copy_out(lead, query)))
+                return int(bytes(reading.copy_out(lead, count)))
             first_done.wait(30)
             with psycopg.connect(db.libpq_url(reader_url), autocommit=True) as other:
                 return int(bytes(reading.copy_out(
-                    other, sql.SQL(sr.snapshot_sql(snapshot, query.as_string(other))))))
-        assert sr.run_streams(lead, [count, count], read_one) == [before, before]
+                    other, sql.SQL(sr.snapshot_sql(snapshot, count.as_string(other))))))
+        assert sr.run_streams(lead, 2, read_one) == [before, before]
         assert lead.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         assert int(lead.execute("SELECT count(*) FROM new_resistance_events"
                                 ).fetchone()[0]) == before + 1
@@ -165,12 +165,12 @@ def test_every_stream_reads_the_snapshot_of_the_first(data_url):
 def test_a_failed_stream_raises_and_ends_the_snapshot(data_url):
     reader_url = db.role_url(data_url, db.READER_ROLE)
     with psycopg.connect(db.libpq_url(reader_url), autocommit=True) as lead:
-        def read_one(i, snapshot, query):
+        def read_one(i, snapshot):
             if i == 1:
                 raise psycopg.errors.DivisionByZero("stream 1 failed")
             return 0
         with pytest.raises(psycopg.errors.DivisionByZero, match="stream 1 failed"):
-            sr.run_streams(lead, [sql.SQL("x"), sql.SQL("y")], read_one)
+            sr.run_streams(lead, 2, read_one)
         assert lead.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         with pytest.raises(psycopg.errors.UndefinedObject, match="does not exist"):
             reading.copy_out(lead, sql.SQL(sr.snapshot_sql(

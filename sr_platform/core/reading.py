@@ -577,21 +577,21 @@ def _error(conn: psycopg.Connection, res: Any) -> Exception:
     return psycopg.errors.error_from_result(res, encoding=conn.info.encoding)
 
 
-def _block_size(data: bytes | bytearray | memoryview | IO[bytes]) -> int:
+def _block_size(data: bytes | bytearray | IO[bytes]) -> int:
     """The parser's block: the whole of a small buffer (no 4 MB block to fill for 1,000
     rows), 4 MB of a big one or a stream."""
-    size = len(data) if isinstance(data, bytes | bytearray | memoryview) else 1 << 22
+    size = len(data) if isinstance(data, bytes | bytearray) else 1 << 22
     return min(max(size + 1, 1 << 16), 1 << 22)
 
 
-def _csv_table(data: bytes | bytearray | memoryview | IO[bytes], cols: Sequence[Col],
-               exact: bool) -> pa.Table:
+def _csv_table(data: bytes | bytearray | IO[bytes], cols: Sequence[Col], exact: bool
+               ) -> pa.Table:
     """COPY's CSV (a buffer or a stream) as an Arrow table of `cols`' types."""
     types = {c.name: c.arrow(exact) for c in cols}
-    if isinstance(data, bytes | bytearray | memoryview) and not data:
+    if isinstance(data, bytes | bytearray) and not data:
         table = pa.table({n: pa.array([], t) for n, t in types.items()})
     else:
-        whole = isinstance(data, bytes | bytearray | memoryview)
+        whole = isinstance(data, bytes | bytearray)
         table = (pacsv.read_csv if whole else pacsv.open_csv)(
             pa.py_buffer(data) if whole else data,
             # one thread: on a shared 2-core machine the parallel parse was slower (0.61 s
@@ -736,7 +736,7 @@ def _split_read(conn: psycopg.Connection, url: str, src: Source, q: Query,
         with _iso_datestyle(c):
             return _csv_table(copy_out(c, sql.SQL(copy)), scols, q.exact)
 
-    def read_one(i: int, snapshot: str, _query: sql.Composable) -> pa.Table:
+    def read_one(i: int, snapshot: str) -> pa.Table:
         if i == 0 and not big:  # the snapshot's own transaction
             return in_process(conn, copies[0])
         copy = sr.snapshot_sql(snapshot, copies[i])
@@ -747,7 +747,7 @@ def _split_read(conn: psycopg.Connection, url: str, src: Source, q: Query,
         with connection(url) as other:
             return in_process(other, copy)
 
-    parts = sr.run_streams(conn, queries, read_one)
+    parts = sr.run_streams(conn, len(copies), read_one)
     return sr.assemble(parts, [leaf.pair for leaf in chosen], [c.name for c in cols],
                        lambda t: t.sort_by([(k, "ascending") for k in ORDER]))
 

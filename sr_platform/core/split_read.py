@@ -119,19 +119,18 @@ def stream_sql(branches, select: sql.Composable, alias: str,
     return sql.SQL(" UNION ALL ").join(parts)
 
 
-def run_streams(conn: psycopg.Connection, queries: Sequence[sql.Composable],
-                read_one: Callable[[int, str, sql.Composable], pa.Table]) -> list[pa.Table]:
-    """Run each query through `read_one(i, snapshot, query)` in its own thread, on the
-    snapshot of a transaction `conn` opens for it (`read_one` may use `conn` for one of them;
-    the others join the snapshot on connections of their own, see snapshot_sql)."""
+def run_streams(conn: psycopg.Connection, streams: int,
+                read_one: Callable[[int, str], pa.Table]) -> list[pa.Table]:
+    """read_one(i, snapshot) for each stream i, each in its own thread, on the snapshot of
+    a transaction `conn` opens for them (`read_one` may use `conn` for one stream; the others
+    join the snapshot on connections of their own, see snapshot_sql)."""
     cur = conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; "
                        "SELECT pg_export_snapshot()")  # one round trip, two results
     cur.nextset()
     snapshot = cur.fetchone()[0]
     try:
-        with ThreadPoolExecutor(len(queries)) as pool:
-            futures = [pool.submit(read_one, i, snapshot, query)
-                       for i, query in enumerate(queries)]
+        with ThreadPoolExecutor(streams) as pool:
+            futures = [pool.submit(read_one, i, snapshot) for i in range(streams)]
             tables = [f.result() for f in futures]  # the first error is raised
     finally:
         if not conn.closed and not conn.broken:
