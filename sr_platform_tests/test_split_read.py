@@ -126,6 +126,7 @@ def test_big_split_reads_stream_through_psql(data_url, streams, monkeypatch):
     assert streams == [3, 3] and len(calls) == 6
     assert all(c.startswith("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET "
                             "TRANSACTION SNAPSHOT '") for c in calls)
+    assert all(f"; {sr.NO_WORKERS}; COPY (" in c for c in calls)
 
 
 def test_every_stream_reads_the_snapshot_of_the_first(data_url):
