@@ -461,9 +461,10 @@ def select_sql(conn: psycopg.Connection, src: Source, q: Query, cols: Sequence[C
     select = sql.SQL(", ").join(c.select() for c in cols)
     where = src.where(q)
     if q.latest is None:
-        return sql.SQL("SELECT {} FROM {}{}").format(
+        return sql.SQL("SELECT {} FROM {}{}{}").format(
             select, src.from_(),
-            sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""))
+            sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""),
+            _SERVER_ORDER if _server_ordered(q) else sql.SQL(""))
     # the newest `latest` of each pair: one index-ordered LIMIT per pair (a constant pair
     # prunes to one leaf), not a window over every row
     k = src.key()
@@ -474,15 +475,19 @@ def select_sql(conn: psycopg.Connection, src: Source, q: Query, cols: Sequence[C
                              "DESC, {k}.original_event_id DESC LIMIT {})").format(
             select, src.from_(), sql.SQL(" AND ").join(src.where(one)), sql.Literal(q.latest),
             k=sql.SQL(k)))
-    if len(parts) == 1 and _one_pair(q):
-        # one pair: the server puts its N rows in ORDER (no client sort)
-        return sql.SQL("SELECT * FROM {} x ORDER BY {}").format(parts[0], sql.SQL(", ").join(
-            sql.Identifier(c) for c in ("event_creation_date", "original_event_id")))
+    if len(parts) == 1 and _server_ordered(q):
+        return sql.SQL("SELECT * FROM {} x{}").format(parts[0], _SERVER_ORDER)
     return sql.SQL(" UNION ALL ").join(parts) if parts else None
 
 
-def _one_pair(q: Query) -> bool:
-    return (q.instruments is not None and len(q.instruments) == 1
+# one pair's few rows (latest N, a price band) are put in ORDER by the server: sorting a
+# few hundred rows there costs less than the client's sort of them
+_SERVER_ORDER = sql.SQL(" ORDER BY event_creation_date, original_event_id")
+
+
+def _server_ordered(q: Query) -> bool:
+    return ((q.latest is not None or q.price is not None)
+            and q.instruments is not None and len(q.instruments) == 1
             and q.granularities is not None and len(q.granularities) == 1)
 
 
@@ -702,7 +707,7 @@ def read_table(source: str, q: Query, url: Any = None) -> pa.Table:
             table = copy_table(conn, query, cols, q.exact)
         if source == LEVELS and q.as_of is not None:
             table = _as_of_outcomes(conn, table, q)
-    if q.latest is not None and _one_pair(q) and source != LEVELS:
+    if _server_ordered(q) and source != LEVELS:
         return table.select(list(names))  # ordered by the server (select_sql)
     owned = [table]
     del table  # _sorted_owned holds the only reference: it frees each column once reordered
