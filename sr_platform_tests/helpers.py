@@ -5,6 +5,10 @@ import hashlib
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -193,3 +197,26 @@ def count_rows(url: str, table: str, where: str = "") -> int:
     """Rows of `table` (a trusted name from the test itself), optionally filtered."""
     with psycopg.connect(db.libpq_url(url)) as conn:
         return conn.execute(f"SELECT count(*) FROM {table} {where}").fetchone()[0]
+
+
+@contextmanager
+def loaded_database(server_url: str, out_dir: Path, prefix: str, seed: int,
+                    end: datetime) -> Iterator[str]:
+    """A migrated database of its own with three instruments over ~2 months (all
+    granularities), loaded and refreshed (levels, features) by the ingest service; dropped
+    after."""
+    from sr_platform.core import migrate
+    from sr_platform.core.generate import write_event_files
+    from sr_platform.core.ingest import Ingest
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    db.ensure_database(server_url, name, owner=db.OWNER_ROLE)
+    url = db.with_database(server_url, name)
+    try:
+        migrate.upgrade(url)
+        files = write_event_files(out_dir, years=0.17, instruments=3, seed=seed, end=end,
+                                  event_rate=0.3)
+        Ingest(url, files).run()
+        yield url
+    finally:
+        db.drop_database(server_url, name)

@@ -15,10 +15,10 @@ import pytest
 
 import sr_platform
 from sr_platform import iter_events, read_events, read_features, read_levels
-from sr_platform.core import db, levels, migrate
-from sr_platform.core.generate import write_event_files
-from sr_platform.core.ingest import Ingest
+from sr_platform.core import db, levels
 from sr_platform.core.reading import EVENT_COLS, FEATURE_COLS, LEVEL_COLS, ReadError
+
+from .helpers import loaded_database
 
 END = datetime(2026, 3, 1, tzinfo=UTC)
 ORDER = "event_creation_date, instrument, granularity, original_event_id"
@@ -28,15 +28,9 @@ ORDER = "event_creation_date, instrument, granularity, original_event_id"
 def data_url(server_url, tmp_path_factory):
     """A database of its own with three instruments over ~2 months (all granularities),
     loaded and refreshed (levels and features) by the ingest service."""
-    name = f"srtest_read_{uuid.uuid4().hex[:8]}"
-    db.ensure_database(server_url, name, owner=db.OWNER_ROLE)
-    url = db.with_database(server_url, name)
-    migrate.upgrade(url)
-    files = write_event_files(tmp_path_factory.mktemp("read"), years=0.17, instruments=3,
-                              seed=7, end=END, event_rate=0.3)
-    Ingest(url, files).run()
-    yield url
-    db.drop_database(server_url, name)
+    with loaded_database(server_url, tmp_path_factory.mktemp("read"), "srtest_read", 7,
+                         END) as url:
+        yield url
 
 
 def _rows(url: str, query: str, params=()) -> tuple[list[str], list[tuple]]:

@@ -17,10 +17,10 @@ import pytest
 from psycopg import sql
 
 from sr_platform import read_events, read_features
-from sr_platform.core import db, migrate, reading
+from sr_platform.core import db, reading
 from sr_platform.core import split_read as sr
-from sr_platform.core.generate import write_event_files
-from sr_platform.core.ingest import Ingest
+
+from .helpers import loaded_database
 
 END = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -29,13 +29,12 @@ END = datetime(2026, 3, 1, tzinfo=UTC)
 def data_url(server_url, tmp_path_factory):
     """Three instruments over ~2 months, loaded and refreshed by the ingest service, plus
     rows that make the ordering hard: ties on time across pairs and within a pair."""
-    name = f"srtest_split_{uuid.uuid4().hex[:8]}"
-    db.ensure_database(server_url, name, owner=db.OWNER_ROLE)
-    url = db.with_database(server_url, name)
-    migrate.upgrade(url)
-    files = write_event_files(tmp_path_factory.mktemp("split"), years=0.17, instruments=3,
-                              seed=11, end=END, event_rate=0.3)
-    Ingest(url, files).run()
+    with loaded_database(server_url, tmp_path_factory.mktemp("split"), "srtest_split", 11,
+                         END) as url:
+        yield from _with_hard_rows(url)
+
+
+def _with_hard_rows(url: str):
     t = datetime(2026, 2, 2, 12, 0, tzinfo=UTC)
     with psycopg.connect(db.libpq_url(url), autocommit=True) as conn:
         conn.cursor().executemany(
@@ -52,7 +51,6 @@ def data_url(server_url, tmp_path_factory):
                  ("GBP_USD", "H1", "new_resistance", Decimal("2"))], start=1)])
         conn.execute("ANALYZE")
     yield url
-    db.drop_database(server_url, name)
 
 
 @pytest.fixture
