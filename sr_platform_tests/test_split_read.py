@@ -229,3 +229,22 @@ def test_assemble_orders_as_arrow_sorts(ties):
     want = pa.concat_tables(expected).sort_by(keys).select(names)
     got = sr.assemble(parts, pairs, names, lambda t: t.sort_by(keys))
     assert parts == [] and got.equals(want)
+
+
+def test_without_more_connections_the_read_is_one_copy(data_url, streams, monkeypatch):
+    """A server out of connections for the other streams (max_connections): the read is
+    the one COPY on the connection it has, not an error."""
+    reader_url = db.role_url(data_url, db.READER_ROLE)
+    want = read_events(url=reader_url)
+    assert len(streams) == 1
+    reading._POOL.close_all()
+    real, taken = reading._POOL.take, []
+
+    def only_one(url):
+        if taken:
+            raise reading.ReadError("cannot read: FATAL: sorry, too many clients already")
+        taken.append(url)
+        return real(url)
+    monkeypatch.setattr(reading._POOL, "take", only_one)
+    pd.testing.assert_frame_equal(read_events(url=reader_url), want)
+    assert len(streams) == 2 and taken == [reader_url]

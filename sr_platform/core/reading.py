@@ -752,7 +752,10 @@ def _split_read(conn: psycopg.Connection, url: str, src: Source, q: Query,
         with connection(url) as other:
             return in_process(other, copy)
 
-    parts = sr.run_streams(conn, len(copies), read_one)
+    try:
+        parts = sr.run_streams(conn, len(copies), read_one)
+    except ReadError:  # no other connection to be had (max_connections): one COPY reads it
+        return None
     return sr.assemble(parts, [leaf.pair for leaf in chosen], [c.name for c in cols],
                        lambda t: t.sort_by([(k, "ascending") for k in ORDER]))
 
