@@ -4,7 +4,8 @@ sr_platform.read; docs/reading.md documents the columns.
 
 Rows travel as COPY ... TO STDOUT (CSV), received through libpq directly (copy_out) or, for
 big reads, through a psql process (psql_table), and parsed by pyarrow's CSV reader: no Python
-object per value or per row. A DECIMAL becomes the double nearest the
+object per value or per row. A range read of events or features with enough rows is split
+into parallel COPY streams on one snapshot (split_read.py). A DECIMAL becomes the double nearest the
 stored value (pyarrow's parser rounds correctly: exactly float(Decimal(text))), or with
 exact=True an Arrow decimal128 of the column's own precision and scale.
 """
