@@ -375,12 +375,20 @@ def _recover(args) -> int:
 def _watch(args) -> int:
     """Print committed changes as they happen until Ctrl-C or SIGTERM (both exit 0)."""
     import signal
+    import threading
 
     from .core.changes import subscribe
 
     def stop(signum, frame):
+        # a clean stop closes the connection; if the interrupt lands inside psycopg and comes
+        # back as a lost connection, subscribe would retry it: exit 0 regardless after 2 s
+        # (every line is flushed as printed)
+        timer = threading.Timer(2.0, os._exit, args=(EXIT_OK,))
+        timer.daemon = True
+        timer.start()
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     channels = (args.channel,) if args.channel else ("events", "levels")
     try:
         for c in subscribe(channels, since=args.since):
