@@ -1,6 +1,6 @@
 """A range read of events or features split into parallel COPY streams, all on one snapshot.
 
-The server formats every value it sends (0.8-0.9 us of one core per event row here, most of
+The server formats every value it sends (0.9-1.2 us of one core per event row here, most of
 a read's time), and one COPY runs on one core. So a read of many rows goes out as up to
 STREAMS COPYs on as many connections, each over a share of the leaves or of the time range,
 parsed by pyarrow in as many threads (it releases the GIL). They all read one snapshot,
